@@ -1,0 +1,41 @@
+"""boto-prom: Prometheus metrics for the AWS calls a Python program makes.
+
+Quick start::
+
+    import boto_prom
+    boto_prom.enable_metrics(conn)      # a boto 2 connection
+    # curl http://127.0.0.1:9875/metrics
+"""
+
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._version import __version__
+from .enable import disable_metrics, enable_metrics
+from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS
+from .record import RequestRecord
+from .server import DEFAULT_PORT, get_server, make_app, stop_server
+
+__all__ = [
+    "BotoRequestHook",
+    "ConfigurationError",
+    "DEFAULT_DURATION_BUCKETS",
+    "DEFAULT_PORT",
+    "DEFAULT_SIZE_BUCKETS",
+    "RequestRecord",
+    "__version__",
+    "disable_metrics",
+    "enable_metrics",
+    "get_server",
+    "make_app",
+    "stop_server",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The hook class lives with the boto 2 adapter, which imports boto: load it only on use.
+    if name == "BotoRequestHook":
+        from .boto2 import BotoRequestHook
+
+        return BotoRequestHook
+    raise AttributeError(f"module 'boto_prom' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""Settings from arguments and the environment; arguments win. Every check fails at enable
+time with one sentence, so nothing bad reaches the per-request path."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ._errors import ConfigurationError
+from ._naming import safe_name
+from .server import DEFAULT_ADDR, DEFAULT_PORT
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable; anything else is a ConfigurationError."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
+
+
+def resolve_port(port: Optional[int]) -> int:
+    """port, else ``BOTO_PROM_PORT``, else the default; 0 asks the system for a free port."""
+    source = "port"
+    if port is None:
+        raw = os.environ.get("BOTO_PROM_PORT", "").strip()
+        if not raw:
+            return DEFAULT_PORT
+        source = "BOTO_PROM_PORT"
+        try:
+            port = int(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"BOTO_PROM_PORT must be a port number from 0 to 65535, not {raw!r}."
+            ) from None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"{source} must be a port number from 0 to 65535, not {port!r}.")
+    return port
+
+
+def resolve_addr(addr: Optional[str]) -> str:
+    """addr, else ``BOTO_PROM_ADDR``, else loopback."""
+    if addr is None:
+        addr = os.environ.get("BOTO_PROM_ADDR", "").strip() or DEFAULT_ADDR
+    if not isinstance(addr, str):
+        raise ConfigurationError(f"addr must be a host name or IP address string, not {addr!r}.")
+    return addr
+
+
+def check_label_override(name: str, value: Optional[str]) -> Optional[str]:
+    """An ``aws_service=``/``aws_region=`` override, checked to be a short plain name."""
+    if value is None:
+        return None
+    if safe_name(value) is None:
+        raise ConfigurationError(
+            f"{name} must be a short name of letters, digits, '-', '_' or '.' "
+            f"(like 'ec2' or 'us-west-2'), not {value!r}."
+        )
+    return value

@@ -1,0 +1,296 @@
+"""``boto-prom demo``: a realistic boto 2 workload against an embedded AWS-protocol server.
+
+It starts moto's server in-process on loopback, points boto 2 EC2, S3, DynamoDB and IAM
+connections at it with :func:`boto_prom.enable_metrics` on, drives a mix of calls (about one in
+ten fails with a 4xx, as real programs' calls do), serves ``/metrics``, and prints a progress
+line. Nothing leaves the machine; the credentials are fake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+# Fake credentials for the embedded server; never real ones.
+_ACCESS_KEY = "AKIADEMODEMODEMODEMO"
+_SECRET_KEY = "demo-secret-key-not-a-real-one"
+_REGION = "us-west-2"
+_BUCKET = "boto-prom-demo"
+_TABLE = "boto-prom-demo"
+
+
+class LocalAWS:
+    """moto's AWS-protocol server on loopback, and boto 2 connections pointed at it.
+
+    Use as a context manager; ``ec2()``, ``s3()``, ``dynamodb()`` and ``iam()`` return new
+    boto 2 connections that sign with SigV4 as moto needs.
+    """
+
+    def __init__(self, port: int = 0, retries: int = 0) -> None:
+        self._port = port
+        self._retries = retries
+        self._server: Any = None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    def __enter__(self) -> "LocalAWS":
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        # moto tells services apart by the SigV4 credential scope: make boto 2 sign with it.
+        os.environ["EC2_USE_SIGV4"] = "1"
+        os.environ["S3_USE_SIGV4"] = "1"
+        os.environ.setdefault("AWS_DEFAULT_REGION", _REGION)
+        import boto
+
+        for section, option, value in (
+            ("Boto", "num_retries", str(self._retries)),
+            ("Boto", "metadata_service_num_attempts", "0"),
+        ):
+            if not boto.config.has_section(section):
+                boto.config.add_section(section)
+            boto.config.set(section, option, value)
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self._port, verbose=False)
+        self._server.start()
+        self.host, self.port = self._server.get_host_and_port()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def _common(self) -> Dict[str, Any]:
+        return dict(aws_access_key_id=_ACCESS_KEY, aws_secret_access_key=_SECRET_KEY,
+                    is_secure=False, port=self.port)
+
+    @staticmethod
+    def _sign_as(conn: Any, service: str, region: str = _REGION) -> Any:
+        conn.auth_service_name = service
+        conn.auth_region_name = region
+        return conn
+
+    def ec2(self) -> Any:
+        from boto.ec2.connection import EC2Connection
+        from boto.ec2.regioninfo import RegionInfo
+
+        region = RegionInfo(name=_REGION, endpoint=self.host)
+        return self._sign_as(EC2Connection(region=region, **self._common()), "ec2")
+
+    def s3(self) -> Any:
+        from boto.s3.connection import OrdinaryCallingFormat, S3Connection
+
+        # moto answers NoSuchBucket for 127.0.0.1 as an S3 host; "localhost" works.
+        conn = S3Connection(host="localhost", calling_format=OrdinaryCallingFormat(),
+                            **self._common())
+        return self._sign_as(conn, "s3")
+
+    def dynamodb(self) -> Any:
+        from boto.dynamodb2.layer1 import DynamoDBConnection
+        from boto.regioninfo import RegionInfo
+
+        region = RegionInfo(name=_REGION, endpoint=self.host)
+        conn = DynamoDBConnection(region=region, host=self.host, **self._common())
+        conn.NumberRetries = 0  # its own retry loop sleeps
+        return self._sign_as(conn, "dynamodb")
+
+    def iam(self) -> Any:
+        from boto.iam.connection import IAMConnection
+
+        conn = IAMConnection(host=self.host, **self._common())
+        return self._sign_as(conn, "iam", "us-east-1")
+
+
+class _Workload:
+    """The calls the demo makes: mostly successes, some 4xx errors, over four services."""
+
+    def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> None:
+        self.ec2 = aws.ec2()
+        self.s3 = aws.s3()
+        self.ddb = aws.dynamodb()
+        self.iam = aws.iam()
+        for conn in (self.ec2, self.s3, self.ddb, self.iam):
+            enable(conn)
+        self._rng = random.Random(7)
+        self._set_up()
+        weighted: List[Tuple[int, Callable[[], Any]]] = [
+            (6, self.ec2.get_all_instances),
+            (3, self.ec2.get_all_volumes),
+            (1, lambda: self.ec2.get_all_instances(instance_ids=["i-00000000000000000"])),
+            (5, self._put_object),
+            (6, self._get_object),
+            (2, lambda: self.bucket.get_all_keys(max_keys=20)),
+            (1, lambda: self.bucket.get_key("missing/key")),  # HEAD -> 404
+            (1, lambda: self.s3.get_bucket("boto-prom-no-such-bucket")),  # 404
+            (5, self._put_item),
+            (5, self._get_item),
+            (2, self.iam.get_all_users),
+            (1, lambda: self.iam.get_user("boto-prom-no-such-user")),  # 404
+        ]
+        self._ops = [op for weight, op in weighted for _ in range(weight)]
+
+    def _set_up(self) -> None:
+        self.bucket = self.s3.create_bucket(_BUCKET, location=_REGION)
+        self.ddb.create_table(
+            attribute_definitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            table_name=_TABLE,
+            key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            provisioned_throughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+        )
+        self.ec2.run_instances("ami-12c6146b", min_count=2, max_count=2)
+        self.iam.create_user("boto-prom-demo")
+        for n in range(50):
+            self._put_object(n)
+
+    def _put_object(self, n: Optional[int] = None) -> None:
+        n = self._rng.randrange(50) if n is None else n
+        key = self.bucket.new_key(f"reports/{n}.json")
+        key.set_contents_from_string(json.dumps({"n": self._rng.random()}) * self._rng.randrange(1, 40))
+
+    def _get_object(self) -> None:
+        key = self.bucket.get_key(f"reports/{self._rng.randrange(50)}.json")
+        if key is not None:
+            key.get_contents_as_string()
+
+    def _put_item(self) -> None:
+        self.ddb.put_item(_TABLE, {"id": {"S": str(self._rng.randrange(200))},
+                                   "v": {"N": str(self._rng.randrange(10**6))}})
+
+    def _get_item(self) -> None:
+        self.ddb.get_item(_TABLE, {"id": {"S": str(self._rng.randrange(200))}})
+
+    def step(self) -> None:
+        """One operation; AWS errors are part of the workload, not failures of the demo."""
+        from boto.exception import BotoClientError, BotoServerError
+
+        try:
+            self._rng.choice(self._ops)()
+        except (BotoServerError, BotoClientError):
+            pass
+
+
+def _totals(registry: CollectorRegistry) -> Tuple[float, float, Dict[float, float]]:
+    """Requests, errors and the summed duration buckets, read back from the registry."""
+    requests = errors = 0.0
+    buckets: Dict[float, float] = {}
+    for family in registry.collect():
+        if family.name == "boto_requests":
+            requests = sum(s.value for s in family.samples if s.name.endswith("_total"))
+        elif family.name == "boto_request_errors":
+            errors = sum(s.value for s in family.samples if s.name.endswith("_total"))
+        elif family.name == "boto_request_duration_seconds":
+            for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + s.value
+    return requests, errors, buckets
+
+
+def histogram_quantile(q: float, buckets: Dict[float, float]) -> Optional[float]:
+    """Prometheus's histogram_quantile over cumulative buckets {le: count}, in seconds."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] == 0:
+        return None
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * ((rank - below) / (count - below) if count > below else 0)
+        lower, below = le, count
+    return lower
+
+
+def progress_line(registry: CollectorRegistry, elapsed: float) -> str:
+    """``requests 1234 (20.1/s)  errors 150 (12.2%)  p50 3.1 ms  p99 48.0 ms``."""
+    requests, errors, buckets = _totals(registry)
+    p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
+    rate = requests / elapsed if elapsed > 0 else 0.0
+    share = 100.0 * errors / requests if requests else 0.0
+
+    def ms(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v * 1000:.1f} ms"
+
+    return (f"requests {requests:.0f} ({rate:.1f}/s)  errors {errors:.0f} ({share:.1f}%)  "
+            f"p50 {ms(p50)}  p99 {ms(p99)}")
+
+
+def run_demo(
+    port: Optional[int] = None,
+    addr: Optional[str] = None,
+    duration: float = 0.0,
+    rate: float = 20.0,
+    registry: Optional[CollectorRegistry] = None,
+    out: TextIO = sys.stderr,
+    stop: Optional[threading.Event] = None,
+) -> int:
+    """Run the demo until duration is up (0: until Ctrl-C or stop is set).
+
+    Args:
+        port: metrics port (default as for :func:`boto_prom.enable_metrics`).
+        addr: metrics address.
+        duration: seconds to run; 0 runs until interrupted.
+        rate: AWS calls per second to aim for.
+        registry: where to record (default: the global registry).
+        out: where the progress line goes.
+        stop: set it to end the run from another thread.
+
+    Returns:
+        The number of workload steps made.
+    """
+    from . import enable_metrics
+
+    registry = REGISTRY if registry is None else registry
+    stop = stop or threading.Event()
+    interactive = out.isatty()
+    with LocalAWS() as aws:
+        server_box: List[Any] = []
+
+        def enable(conn: Any) -> Any:
+            hook = enable_metrics(conn, port=port, addr=addr, registry=registry)
+            if hook is not None and hook.server is not None and not server_box:
+                server_box.append(hook.server)
+            return hook
+
+        workload = _Workload(aws, enable)
+        where = server_box[0].url if server_box else "(metrics server disabled)"
+        print(f"boto-prom demo: moto on http://{aws.host}:{aws.port}, metrics on {where}",
+              file=out, flush=True)
+        print("Ctrl-C to stop." if duration <= 0 else f"Running for {duration:g} s.",
+              file=out, flush=True)
+        start = time.monotonic()
+        next_report = start + 1.0
+        interval = 1.0 / rate if rate > 0 else 0.0
+        steps = 0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if duration > 0 and now - start >= duration:
+                    break
+                workload.step()
+                steps += 1
+                if now >= next_report:
+                    line = progress_line(registry, now - start)
+                    print(("\r" + line + "  ") if interactive else line, end="" if interactive else "\n",
+                          file=out, flush=True)
+                    next_report = now + (1.0 if interactive else 5.0)
+                if interval:
+                    delay = start + steps * interval - time.monotonic()
+                    if delay > 0:
+                        stop.wait(delay)
+        except KeyboardInterrupt:
+            pass
+        if interactive:
+            print(file=out)
+        print("done: " + progress_line(registry, time.monotonic() - start), file=out, flush=True)
+    return steps

@@ -1,0 +1,191 @@
+"""The Prometheus sink: the metric contract, built once per registry, fed one record at a time.
+
+The metric and label names here are public API: the Grafana dashboard, the alert rules and
+users' own queries depend on them. Renaming one is a changelog entry.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from typing import Dict, Optional, Sequence, Tuple
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Info
+
+from ._errors import ConfigurationError
+from ._version import __version__
+from .record import RequestRecord
+
+# AWS API latency, in seconds: OpenTelemetry's HTTP-client advice (5 ms to 10 s), extended to a
+# minute for slow S3 transfers and boto's backoff sleeps.
+DEFAULT_DURATION_BUCKETS: Tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+)
+# Request and response bodies, in bytes: 64 B to 1 GiB in powers of four.
+DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
+
+LABELS = ("aws_service", "aws_region", "action")
+
+# Cap on the per-label-set cache of bound children; past it the sink falls back to
+# prometheus_client's own .labels() lookup, which is slower but bounded by the registry.
+_CHILD_CACHE_LIMIT = 10_000
+
+
+def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
+    """Buckets as a tuple of floats, or a ConfigurationError saying what is wrong with them."""
+    try:
+        values = tuple(float(b) for b in buckets)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{what} must be a list of numbers in increasing order, not {buckets!r}."
+        ) from None
+    finite = [b for b in values if not math.isinf(b)]
+    if not finite or any(b <= 0 or math.isnan(b) for b in finite) or any(
+        a >= b for a, b in zip(finite, finite[1:])
+    ):
+        raise ConfigurationError(
+            f"{what} must be positive numbers in strictly increasing order, not {buckets!r}."
+        )
+    return tuple(finite)
+
+
+class _Children:
+    """The label-bound children of one (service, region, action) label set."""
+
+    __slots__ = ("duration", "request_size", "response_size", "throttled", "requests", "errors")
+
+    def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
+        self.duration = metrics.duration.labels(*labels)
+        self.request_size = metrics.request_size.labels(*labels)
+        self.response_size = metrics.response_size.labels(*labels)
+        self.throttled = metrics.throttled.labels(*labels)
+        # Status codes and error types vary within a label set: bound lazily, per value.
+        self.requests: Dict[str, object] = {}
+        self.errors: Dict[str, object] = {}
+
+
+class PrometheusMetrics:
+    """The metric contract in one registry, and the sink that records into it.
+
+    Build it with :func:`metrics_for`, which returns the one instance a registry has.
+    """
+
+    stage = "metrics"
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
+        size_buckets: Sequence[float] = DEFAULT_SIZE_BUCKETS,
+    ) -> None:
+        self.registry = registry
+        self.duration_buckets = tuple(duration_buckets)
+        self.size_buckets = tuple(size_buckets)
+        self.requests = Counter(
+            "boto_requests", "AWS API requests made through boto, by HTTP status.",
+            LABELS + ("status_code",), registry=registry,
+        )
+        self.duration = Histogram(
+            "boto_request_duration_seconds",
+            "Duration of AWS API requests made through boto, in seconds.",
+            LABELS, buckets=self.duration_buckets, registry=registry,
+        )
+        self.errors = Counter(
+            "boto_request_errors",
+            "AWS API requests that failed (HTTP status >= 400 or no response), by error type.",
+            LABELS + ("error_type",), registry=registry,
+        )
+        self.throttled = Counter(
+            "boto_throttled_requests", "AWS API requests that AWS throttled.",
+            LABELS, registry=registry,
+        )
+        self.request_size = Histogram(
+            "boto_request_size_bytes", "Size of AWS API request bodies, in bytes.",
+            LABELS, buckets=self.size_buckets, registry=registry,
+        )
+        self.response_size = Histogram(
+            "boto_response_size_bytes",
+            "Size of AWS API response bodies (Content-Length), in bytes.",
+            LABELS, buckets=self.size_buckets, registry=registry,
+        )
+        self.hook_errors = Counter(
+            "boto_prom_hook_errors",
+            "Failures inside boto-prom itself, by stage; the AWS call went ahead regardless.",
+            ("stage",), registry=registry,
+        )
+        self.build_info = Info("boto_prom_build", "boto-prom build information.",
+                               registry=registry)
+        self.build_info.info({"version": __version__})
+        self._children: Dict[Tuple[str, str, str], _Children] = {}
+
+    def _bound(self, labels: Tuple[str, str, str]) -> _Children:
+        children = self._children.get(labels)
+        if children is None:
+            children = _Children(self, labels)
+            if len(self._children) < _CHILD_CACHE_LIMIT:
+                self._children[labels] = children
+        return children
+
+    def record(self, rec: RequestRecord) -> None:
+        """Count one finished call in every metric it belongs to."""
+        labels = (rec.aws_service, rec.aws_region, rec.action)
+        children = self._bound(labels)
+        status = rec.status_code
+        counter = children.requests.get(status)
+        if counter is None:
+            counter = children.requests[status] = self.requests.labels(*labels, status)
+        counter.inc()  # type: ignore[attr-defined]
+        if rec.duration_seconds is not None:
+            children.duration.observe(rec.duration_seconds)
+        if rec.request_bytes is not None:
+            children.request_size.observe(rec.request_bytes)
+        if rec.response_bytes is not None:
+            children.response_size.observe(rec.response_bytes)
+        error_type = rec.error_type
+        if error_type is not None:
+            counter = children.errors.get(error_type)
+            if counter is None:
+                counter = children.errors[error_type] = self.errors.labels(*labels, error_type)
+            counter.inc()  # type: ignore[attr-defined]
+            if rec.throttled:
+                children.throttled.inc()
+
+
+_by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics]" = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def metrics_for(
+    registry: Optional[CollectorRegistry] = None,
+    duration_buckets: Optional[Sequence[float]] = None,
+) -> PrometheusMetrics:
+    """The metrics of one registry, created on first use and shared by every hook after.
+
+    Args:
+        registry: where the metrics live; the global ``prometheus_client.REGISTRY`` by default.
+        duration_buckets: histogram buckets in seconds for ``boto_request_duration_seconds``;
+            only the first caller per registry sets them, a later caller asking for others
+            gets a ConfigurationError.
+    """
+    registry = REGISTRY if registry is None else registry
+    wanted = None if duration_buckets is None else validate_buckets(duration_buckets, "buckets")
+    with _lock:
+        metrics = _by_registry.get(registry)
+        if metrics is None:
+            try:
+                metrics = PrometheusMetrics(registry, wanted or DEFAULT_DURATION_BUCKETS)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    "boto-prom's metric names are already registered in this registry by "
+                    f"something else ({exc}); pass registry= with a registry of its own."
+                ) from None
+            _by_registry[registry] = metrics
+        elif wanted is not None and wanted != metrics.duration_buckets:
+            raise ConfigurationError(
+                f"buckets={list(wanted)} differ from the buckets this registry already uses "
+                f"({list(metrics.duration_buckets)}); pass the same buckets or none."
+            )
+        return metrics

@@ -1,0 +1,185 @@
+"""The bundled HTTP server: ``/metrics`` for Prometheus, ``/healthz``, and a landing page.
+
+One server per process, started by the first :func:`boto_prom.enable_metrics` call that asks for
+one; later calls reuse it. It runs on daemon threads and never takes the program down: a port
+that cannot be bound fails at enable time, with one sentence.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from typing import Callable, Iterable, List, Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from ._errors import ConfigurationError
+from ._version import __version__
+
+DEFAULT_PORT = 9875
+"""Outside Prometheus (9090), Pushgateway (9091), Alertmanager (9093), Grafana (3000),
+node_exporter (9100) and common application ports (8000, 8080, 5000)."""
+
+DEFAULT_ADDR = "127.0.0.1"
+"""Loopback by default: metrics reveal what a program does with AWS. Bind ``0.0.0.0`` (or
+``::``) on purpose, for a Prometheus on another host."""
+
+_LANDING = """<!doctype html>
+<html><head><title>boto-prom</title></head>
+<body><h1>boto-prom {version}</h1>
+<p>Prometheus metrics of the AWS calls this process makes.</p>
+<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li></ul>
+</body></html>
+"""
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def make_app(registry: CollectorRegistry) -> WSGIApp:
+    """The WSGI app behind the server, for mounting in a web framework of your own.
+
+    Args:
+        registry: the registry ``/metrics`` exposes.
+    """
+    metrics_app = make_wsgi_app(registry)
+    landing = _LANDING.format(version=__version__).encode()
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [landing]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics\n"]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: a scrape every few seconds is not news."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _server_class(addr: str) -> type:
+    try:
+        infos = socket.getaddrinfo(addr, None, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ConfigurationError(
+            f"addr {addr!r} is not an address or host name this machine can bind; "
+            "pass addr= (or set BOTO_PROM_ADDR) to an address such as 127.0.0.1 or 0.0.0.0."
+        ) from None
+    family = infos[0][0]
+
+    class Server(_ThreadingServer):
+        address_family = family
+
+    return Server
+
+
+class MetricsServer:
+    """A running metrics server: where it listens and how to stop it.
+
+    Attributes:
+        addr: the address it is bound to.
+        port: the port it listens on (the chosen one, when 0 was asked for).
+        registry: the registry it serves.
+    """
+
+    def __init__(self, addr: str, port: int, registry: CollectorRegistry,
+                 app: Optional[WSGIApp] = None) -> None:
+        self.registry = registry
+        try:
+            self._httpd = make_server(addr, port, app or make_app(registry),
+                                      _server_class(addr), handler_class=_QuietHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"port {port} on {addr} is already in use; pass port= (or set "
+                    "BOTO_PROM_PORT) to a free port, or port=0 to let the system pick one."
+                ) from None
+            raise ConfigurationError(
+                f"cannot listen on {addr} port {port} ({exc.strerror or exc}); pass addr= and "
+                "port= (or BOTO_PROM_ADDR and BOTO_PROM_PORT) that this machine can bind."
+            ) from None
+        self.addr = addr
+        self.port: int = self._httpd.server_port
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        name="boto-prom-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The ``/metrics`` URL, for humans and tests."""
+        host = "127.0.0.1" if self.addr in ("", "0.0.0.0") else self.addr
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/metrics"
+
+    def shutdown(self) -> None:
+        """Stop serving and free the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+_server: Optional[MetricsServer] = None
+_server_lock = threading.Lock()
+
+
+def ensure_server(addr: str, port: int, registry: CollectorRegistry) -> MetricsServer:
+    """The process's metrics server, started on the first call and reused after.
+
+    Raises:
+        ConfigurationError: the port cannot be bound, or a server already runs on another
+            port or for another registry.
+    """
+    global _server
+    with _server_lock:
+        if _server is None:
+            _server = MetricsServer(addr, port, registry)
+            return _server
+        if port not in (0, _server.port):
+            raise ConfigurationError(
+                f"boto-prom's metrics server already runs on port {_server.port}; a process "
+                f"has one server, so port={port} cannot be served too (omit port= or pass "
+                f"{_server.port})."
+            )
+        if registry is not _server.registry:
+            raise ConfigurationError(
+                "boto-prom's metrics server already serves another registry; pass the same "
+                "registry=, or start_server=False and serve this one yourself."
+            )
+        return _server
+
+
+def get_server() -> Optional[MetricsServer]:
+    """The running metrics server, or None when none was started."""
+    return _server
+
+
+def stop_server() -> None:
+    """Stop the process's metrics server, if one runs (tests and clean shutdowns)."""
+    global _server
+    with _server_lock:
+        server, _server = _server, None
+    if server is not None:
+        server.shutdown()
+
+
+__all__: List[str] = ["DEFAULT_ADDR", "DEFAULT_PORT", "MetricsServer", "get_server",
+                      "make_app", "stop_server"]
