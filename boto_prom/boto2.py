@@ -87,7 +87,8 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         buckets: duration histogram buckets in seconds (see :func:`boto_prom.enable_metrics`).
         previous: a hook to call after recording, with the same arguments (the connection's
             earlier hook, so enabling metrics keeps it working).
-        sinks: what records go to; the registry's Prometheus metrics by default.
+        recorder: where records go (built by :func:`boto_prom.enable_metrics`); by default
+            the registry's Prometheus metrics alone.
 
     Example:
         >>> conn.set_request_hook(BotoRequestHook())  # doctest: +SKIP
@@ -101,34 +102,29 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         aws_region: Optional[str] = None,
         buckets: Optional[Sequence[float]] = None,
         previous: Any = None,
-        sinks: Optional[Sequence[Any]] = None,
+        recorder: Any = None,
     ) -> None:
-        from .metrics import metrics_for
+        if recorder is None:
+            from .metrics import metrics_for
+            from .recorder import Recorder
 
-        self.metrics = metrics_for(registry, buckets)
-        self.registry = self.metrics.registry
+            recorder = Recorder(metrics_for(registry, buckets))
+        self.recorder = recorder
+        self.registry = recorder.registry
         self.aws_service = aws_service
         self.aws_region = aws_region
         self.previous = previous
-        self.sinks: Tuple[Any, ...] = tuple(sinks) if sinks is not None else (self.metrics,)
-        self.wants_request_id = any(getattr(s, "wants_request_id", False) for s in self.sinks)
-        self._guard = Guard(self.metrics.hook_errors)
+        self.server: Any = None
+        self._guard = recorder.guard
         self._hosts: Dict[Any, Tuple[str, str]] = {}
 
     # The per-request path: reads, label lookups and inc/observe, nothing else.
     def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
         """Record one request; called by boto 2. Never raises, whatever it is handed."""
         try:
-            rec = self._build(request, response, error)
+            self.recorder.record(self._build(request, response, error))
         except Exception:
             self._guard.failed("record")
-            rec = None
-        if rec is not None:
-            for sink in self.sinks:
-                try:
-                    sink.record(rec)
-                except Exception:
-                    self._guard.failed(sink.stage)
         previous = self.previous
         if previous is not None:
             # The user's own hook: its exceptions are theirs and reach them unchanged.
@@ -181,9 +177,9 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             else:
                 error_type = status_code if (status >= 400 or error) else None
                 throttled = status in THROTTLE_STATUSES
-            response_bytes = self._response_bytes(response)
-            if self.wants_request_id:
-                request_id = _request_id(response)
+                response_bytes = self._response_bytes(response)
+                if self.recorder.wants_request_id:
+                    request_id = _request_id(response)
         return RequestRecord(
             "boto2", service, region, action, status_code, duration, request_bytes,
             response_bytes, error_type, throttled, request_id, time.time(),

@@ -70,18 +70,19 @@ def enable_metrics(
     addr = resolve_addr(addr)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
+    from .metrics import metrics_for
+    from .recorder import Recorder
 
     existing = getattr(conn, "request_hook", None)
     if isinstance(existing, BotoRequestHook):
         return existing
+    recorder = Recorder(metrics_for(registry, buckets))
     hook = BotoRequestHook(
-        registry,
         aws_service=aws_service or connection_service(conn),
         aws_region=aws_region or connection_region(conn),
-        buckets=buckets,
         previous=existing,
+        recorder=recorder,
     )
-    hook.server = None
     if start_server:
         from .server import ensure_server
 

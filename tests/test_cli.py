@@ -1,0 +1,81 @@
+"""The boto-prom command: the demo runs, serves real metrics, and ends cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from boto_prom.cli import main
+from tests.conftest import HAS_BOTO2
+
+needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+
+
+@needs_boto2
+def test_demo_runs_for_its_duration_and_reports():
+    """python -m boto_prom demo --duration 3 prints progress and a final line, and exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--duration", "3",
+         "--rate", "40"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "metrics on http://127.0.0.1:" in result.stderr
+    final = re.search(r"done: requests (\d+) .*errors (\d+) .*p50 ([\d.]+) ms +p99 ([\d.]+) ms",
+                      result.stderr)
+    assert final, result.stderr
+    requests, errors = int(final.group(1)), int(final.group(2))
+    assert requests >= 60 and 0 < errors < requests
+
+
+@needs_boto2
+def test_demo_serves_metrics_and_stops_on_ctrl_c():
+    """While the demo runs its /metrics has traffic from all four services; SIGINT ends it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", "100"],
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"metrics on (\S+)", line).group(1)
+        deadline = time.monotonic() + 30
+        services = set()
+        while time.monotonic() < deadline and len(services) < 4:
+            body = urllib.request.urlopen(url, timeout=5).read().decode()
+            services = set(re.findall(r'boto_requests_total\{[^}]*aws_service="(\w+)"', body))
+            time.sleep(0.2)
+        assert services == {"ec2", "s3", "dynamodb", "iam"}
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "done: requests" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@needs_boto2
+def test_demo_busy_port_is_one_sentence(capsys):
+    """A busy metrics port ends the demo with exit 2 and one sentence, no traceback."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["demo", "--port", str(port), "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is already in use" in err
+    assert "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    """A negative duration is refused by the argument parser."""
+    with pytest.raises(SystemExit) as raised:
+        main(["demo", "--duration", "-1"])
+    assert raised.value.code == 2

@@ -1,0 +1,126 @@
+"""The bundled metrics server, scraped over real HTTP and linted by the real promtool."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import boto_prom
+from boto_prom import ConfigurationError
+from boto_prom.server import ensure_server, get_server
+from tests.conftest import HAS_BOTO2, require_binary
+
+
+def fetch(url, accept=None):
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.headers.get("Content-Type"), response.read().decode()
+
+
+@pytest.fixture
+def served(aws, registry):
+    """An EC2 connection with metrics on and the server on a free port, after two calls."""
+    conn = aws.ec2()
+    hook = boto_prom.enable_metrics(conn, port=0, registry=registry)
+    conn.get_all_instances()
+    with pytest.raises(Exception):
+        conn.get_all_instances(instance_ids=["i-00000000000000000"])
+    return hook
+
+
+def test_port_zero_picks_a_port_that_can_be_read_back(served):
+    """port=0 gives a real port on the hook's server and in get_server()."""
+    assert served.server is get_server()
+    assert served.server.port > 0
+    assert served.server.url.endswith(f":{served.server.port}/metrics")
+
+
+def test_metrics_text_format_parses_with_exact_values(served):
+    """/metrics speaks the text format, and prometheus_client's parser reads our values."""
+    status, ctype, body = fetch(served.server.url)
+    assert status == 200 and ctype.startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body) for s in family.samples}
+    base = (("action", "DescribeInstances"), ("aws_region", "us-west-2"),
+            ("aws_service", "ec2"))
+    assert samples[("boto_requests_total", tuple(sorted(base + (("status_code", "200"),))))] == 1
+    assert samples[("boto_requests_total", tuple(sorted(base + (("status_code", "400"),))))] == 1
+    assert samples[("boto_request_errors_total",
+                    tuple(sorted(base + (("error_type", "400"),))))] == 1
+    assert samples[("boto_request_duration_seconds_count", tuple(sorted(base)))] == 2
+
+
+def test_openmetrics_when_asked(served):
+    """A scraper asking for OpenMetrics gets it, ending in # EOF."""
+    _, ctype, body = fetch(served.server.url, accept="application/openmetrics-text; version=1.0.0")
+    assert ctype.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+    assert "boto_requests_total{" in body
+
+
+def test_landing_page_health_and_not_found(served):
+    """/ links to /metrics, /healthz answers ok, anything else is a 404."""
+    base = served.server.url[: -len("/metrics")]
+    status, ctype, body = fetch(base + "/")
+    assert status == 200 and 'href="metrics"' in body and ctype.startswith("text/html")
+    assert fetch(base + "/healthz")[2] == "ok\n"
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        fetch(base + "/secrets")
+    assert raised.value.code == 404
+
+
+def test_promtool_finds_no_lint_problems(served):
+    """The real promtool check metrics accepts our exposition without a lint complaint."""
+    promtool = require_binary("promtool")
+    _, _, body = fetch(served.server.url)
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_busy_port_fails_enable_with_one_sentence(aws, registry):
+    """A port someone else holds fails enable_metrics naming the port and the way out."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        conn = aws.ec2()
+        with pytest.raises(ConfigurationError) as raised:
+            boto_prom.enable_metrics(conn, port=port, registry=registry)
+    message = str(raised.value)
+    assert str(port) in message and "port=0" in message and "\n" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert conn.request_hook is None, "a failed enable leaves the connection as it was"
+
+
+def test_unbindable_address_fails_with_one_sentence(registry):
+    """An address this machine does not have is a ConfigurationError, not a traceback."""
+    with pytest.raises(ConfigurationError, match="addr"):
+        ensure_server("no-such-host.invalid", 0, registry)
+    with pytest.raises(ConfigurationError, match="cannot listen on 192.0.2.1"):
+        ensure_server("192.0.2.1", 0, registry)
+
+
+def test_later_enables_reuse_the_server(aws, registry):
+    """A second connection reuses the running server; asking for another port is an error."""
+    first = boto_prom.enable_metrics(aws.ec2(), port=0, registry=registry)
+    second = boto_prom.enable_metrics(aws.iam(), registry=registry,
+                                      port=first.server.port)
+    third = boto_prom.enable_metrics(aws.s3(), registry=registry, port=0)
+    assert first.server is second.server is third.server
+    other = first.server.port + 1 if first.server.port < 65535 else first.server.port - 1
+    with pytest.raises(ConfigurationError, match="already runs on port"):
+        boto_prom.enable_metrics(aws.dynamodb(), registry=registry, port=other)
+
+
+def test_server_thread_is_a_daemon(served):
+    """The server never keeps the program alive at exit."""
+    assert served.server._thread.daemon
+
+
+pytestmark = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
