@@ -200,7 +200,8 @@ def scan(expr: str) -> Scan:
     for i, (kind, text) in enumerate(tokens):
         prev = tokens[i - 1] if i else ("", "")
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
-        if stack and stack[-1][0] in ("brace", "grouping", "range") and text not in "}])":
+        # Label names, matchers and range text are not expressions: skip to their closing bracket.
+        if stack and stack[-1][0] in ("brace", "grouping", "range") and text not in ("}", "]", ")"):
             continue
         if kind == "ident":
             if text in _AGGREGATIONS and nxt[1] in ("(", "by", "without"):
@@ -216,7 +217,8 @@ def scan(expr: str) -> Scan:
                 stack.append(("grouping", None))
             elif prev[0] == "ident" and prev[1] not in _KEYWORDS:
                 stack.append(("call", prev[1]))
-                pending_aggregation = None if prev[1] == pending_aggregation else pending_aggregation
+                if prev[1] == pending_aggregation:
+                    pending_aggregation = None
             elif prev[1] == ")" and pending_aggregation:
                 stack.append(("call", pending_aggregation))
                 pending_aggregation = None
@@ -235,7 +237,7 @@ def scan(expr: str) -> Scan:
             stack.append(("range", None))
             range_start = i + 1
             continue
-        elif text in ")}]":
+        elif text in (")", "}", "]"):
             if not stack:
                 raise ValueError(f"unbalanced {text!r} in {expr!r}")
             opened, _ = stack.pop()

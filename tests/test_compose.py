@@ -92,7 +92,8 @@ def test_config_files_are_mounted_where_their_readers_look(resolved):
     (provider,) = yaml.safe_load(next(providers.glob("*.yml")).read_text())["providers"]
     dashboards = Path(grafana[provider["options"]["path"]])
     assert (dashboards / "boto.json").is_file()
-    home = PurePosixPath(grafana_service["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    env = grafana_service["environment"]
+    home = PurePosixPath(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
     assert (Path(grafana[str(home.parent)]) / home.name).is_file()
 
 

@@ -76,7 +76,8 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test():
     for rule in alert_rules():
         mine = [case for case in cases if case["alertname"] == rule["alert"]]
         assert any(case.get("exp_alerts") for case in mine), f"no firing test for {rule['alert']}"
-        assert any(not case.get("exp_alerts") for case in mine), f"no quiet test for {rule['alert']}"
+        assert any(not case.get("exp_alerts") for case in mine), (
+            f"no quiet test for {rule['alert']}")
 
 
 @pytest.mark.parametrize("alert", [rule["alert"] for rule in alert_rules()])
