@@ -1,0 +1,306 @@
+"""End to end: the real Prometheus, configured by the repository's own prometheus.yml and
+alerts.yml, scrapes the real demo workload, and every dashboard query returns data.
+
+One module-scoped fixture does the live part, bounded by DEADLINE: it runs the demo in a
+thread, starts Prometheus on loopback, waits (polling, never sleeping a fixed time) for the
+target to be up, then evaluates every panel query and variable query the way Grafana would
+send them, reads the loaded rules, and stops both. The tests then judge what it saw. (It
+cannot stay up across tests: conftest stops the process's metrics server after each test.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from tests import grafana_dashboard as gd
+from tests.conftest import HAS_BOTO2, require_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
+ALERTS = ROOT / "prometheus" / "alerts.yml"
+JOB = "boto-prom"
+
+DEADLINE = 60.0  # seconds for the whole live part, from starting the demo to the last query
+SCRAPE_INTERVAL = "1s"
+# What Grafana would put for the variables: $__rate_interval is at least four scrape
+# intervals; one more keeps a late scrape from leaving a window with a single sample.
+GRAFANA_GLOBALS = {"__rate_interval": "5s", "__interval": "1s", "__interval_ms": "1000",
+                   "__range": "1m", "__range_s": "60", "__range_ms": "60000"}
+POLL = 0.2  # seconds between two looks at something that is not there yet
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrometheusError(RuntimeError):
+    """An API answer with an error status; error_type "bad_data" is a query Prometheus rejects."""
+
+    def __init__(self, error_type: Optional[str], message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+
+
+class Prometheus:
+    """A prometheus process on loopback and its HTTP API."""
+
+    def __init__(self, binary: str, config: Path, data: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def api(self, path: str, params: Optional[List[Tuple[str, str]]] = None,
+            post: bool = False) -> Any:
+        """The ``data`` of one API answer; raises on a connection failure or an error status."""
+        query = urllib.parse.urlencode(params or [])
+        url = f"{self.base}/api/v1/{path}"
+        request = (urllib.request.Request(url, data=query.encode(), method="POST") if post
+                   else urllib.request.Request(f"{url}?{query}" if query else url))
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:  # Prometheus explains a bad query in the body
+            body = json.load(exc)
+        if body.get("status") != "success":
+            raise PrometheusError(body.get("errorType"), f"{path} {params}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> List[Dict[str, Any]]:
+        """An instant query, sent as Grafana sends it (POST); its result vector."""
+        return self.api("query", [("query", expr)], post=True)["result"]
+
+    def log_tail(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log_file.close()
+
+
+def _poll(deadline: float, probe: Callable[[], Tuple[bool, Any]],
+          alive: Callable[[], None]) -> Tuple[bool, Any]:
+    """probe() again and again until it says done or the deadline passes: (done, last seen).
+    alive() raises when what is being waited for has died, to fail at once."""
+    while True:
+        alive()
+        try:
+            done, seen = probe()
+        except (OSError, RuntimeError, ValueError) as exc:  # not listening yet, or a bad query
+            done, seen = False, exc
+        if done or time.monotonic() >= deadline:
+            return done, seen
+        time.sleep(POLL)
+
+
+def _has_a_number(result: List[Dict[str, Any]]) -> bool:
+    """True when an instant query's result has a series whose value is a number, not NaN (what
+    histogram_quantile or a ratio gives for a window without calls)."""
+    return any(sample["value"][1] != "NaN" for sample in result)
+
+
+def _test_config(tmp: Path, demo_port: int) -> Path:
+    """The repository's prometheus.yml, pointed at the demo on loopback, scraping every
+    second, with the repository's alerts.yml as its rule file."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["global"].update(scrape_interval=SCRAPE_INTERVAL, evaluation_interval=SCRAPE_INTERVAL)
+    config["rule_files"] = [str(ALERTS)]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{demo_port}"]}]
+    config["scrape_configs"] = [job]
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Observed:
+    """What the live run saw."""
+
+    def __init__(self) -> None:
+        self.demo_port = 0
+        self.panels: Dict[str, Tuple[str, Any]] = {}  # where -> (query sent, last result)
+        self.variables: Dict[str, Any] = {}  # variable -> values with "All" everywhere
+        self.iam_actions: Any = None  # action values with aws_service narrowed to iam
+        self.rules: Any = None  # the rules Prometheus loaded, once all were evaluated
+
+
+def _variable_values(prom: Prometheus, variable: Dict[str, Any], values: Dict[str, str],
+                     start: float) -> List[str]:
+    """What Grafana lists for a label_values(selector, label) variable: the label's values on
+    the selected series over the time range."""
+    selector, label = gd.label_values(variable)
+    params = [("start", f"{start:.3f}"), ("end", f"{time.time():.3f}")]
+    if selector:
+        params.append(("match[]", gd.substitute(selector, values)))
+    return prom.api(f"label/{label}/values", params)
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory) -> Observed:
+    """Run the demo and Prometheus, ask every dashboard and rule question, stop both."""
+    if not HAS_BOTO2:
+        pytest.skip("the demo needs boto 2, which needs Python 3.11 or older")
+    binary = require_binary("prometheus")
+    from boto_prom import get_server, stop_server
+    from boto_prom.demo import run_demo
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    start_time = time.time()
+    deadline = time.monotonic() + DEADLINE
+    stop = threading.Event()
+    demo_errors: List[BaseException] = []
+
+    def demo() -> None:
+        try:
+            run_demo(port=0, addr="127.0.0.1", rate=50, registry=CollectorRegistry(),
+                     out=io.StringIO(), stop=stop)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            demo_errors.append(exc)
+
+    thread = threading.Thread(target=demo, name="boto-prom-e2e-demo", daemon=True)
+    prom: Optional[Prometheus] = None
+    seen = Observed()
+
+    def alive() -> None:
+        if demo_errors:
+            raise AssertionError(f"the demo failed: {demo_errors[0]!r}")
+        if not thread.is_alive() and thread.ident is not None:
+            raise AssertionError("the demo stopped before the test was done")
+        if prom is not None and prom.process.poll() is not None:
+            raise AssertionError(f"prometheus exited with {prom.process.returncode}:\n"
+                                 f"{prom.log_tail()}")
+
+    # boto 2 logs every 4xx answer at ERROR; the demo makes them on purpose.
+    boto_log = logging.getLogger("boto")
+    boto_level = boto_log.level
+    boto_log.setLevel(logging.CRITICAL)
+    thread.start()
+    try:
+        ok, server = _poll(deadline, lambda: (get_server() is not None, get_server()), alive)
+        assert ok, f"the demo's metrics server did not start within {DEADLINE:.0f} s"
+        seen.demo_port = server.port
+        prom = Prometheus(binary, _test_config(tmp, server.port), tmp / "data",
+                          tmp / "prometheus.log")
+
+        def target_up() -> Tuple[bool, Any]:
+            active = prom.api("targets", [("state", "active")])["activeTargets"]
+            return any(t["labels"].get("job") == JOB and t["health"] == "up"
+                       for t in active), active
+
+        ok, last = _poll(deadline, target_up, alive)
+        assert ok, (f"Prometheus did not report the demo target up within {DEADLINE:.0f} s; "
+                    f"last /api/v1/targets: {last!r}\nprometheus log:\n{prom.log_tail()}")
+
+        dashboard = gd.load()
+        values = {**gd.all_values(dashboard), **GRAFANA_GLOBALS}
+        for panel, target in gd.targets(dashboard):
+            where = f"{panel['title']} / {target['refId']}"
+            expr = gd.substitute(target["expr"], values)
+
+            def data(expr: str = expr) -> Tuple[bool, Any]:
+                try:
+                    result = prom.query(expr)
+                except PrometheusError as exc:
+                    if exc.error_type == "bad_data":
+                        return True, exc  # waiting will not make a bad query good
+                    raise
+                return _has_a_number(result), result
+
+            seen.panels[where] = (expr, _poll(deadline, data, alive)[1])
+
+        for variable in gd.variables(dashboard):
+            if variable["type"] == "query":
+                name = variable["name"]
+                seen.variables[name] = _poll(deadline, lambda v=variable: (
+                    True, _variable_values(prom, v, values, start_time)), alive)[1]
+        action = next(v for v in gd.variables(dashboard) if v["name"] == "action")
+        seen.iam_actions = _poll(deadline, lambda: (True, _variable_values(
+            prom, action, {**values, "aws_service": "iam"}, start_time)), alive)[1]
+
+        def rules_evaluated() -> Tuple[bool, Any]:
+            rules = [rule for group in prom.api("rules", [("type", "alert")])["groups"]
+                     for rule in group["rules"]]
+            return bool(rules) and all(r["health"] == "ok" for r in rules), rules
+
+        seen.rules = _poll(deadline, rules_evaluated, alive)[1]
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        if prom is not None:
+            prom.stop()
+        stop_server()
+        boto_log.setLevel(boto_level)
+    assert not thread.is_alive(), "the demo did not stop within 15 s of being asked to"
+    return seen
+
+
+def test_every_panel_query_returns_data(observed):
+    """Every query of every panel, with variables filled in as Grafana would, returns a number."""
+    empty = {where: expr for where, (expr, result) in observed.panels.items()
+             if not isinstance(result, list) or not _has_a_number(result)}
+    assert len(observed.panels) == len(list(gd.targets(gd.load())))
+    if empty:
+        pytest.fail(f"these queries gave no number within {DEADLINE:.0f} s:\n" + "\n".join(
+            f"  {where}: {expr}\n    last answer: {observed.panels[where][1]!r}"
+            for where, expr in empty.items()), pytrace=False)
+
+
+def test_exporter_up_panel_shows_the_demo_up(observed):
+    """The scrape-status stat shows the demo instance up (1)."""
+    result = next(r for where, (_, r) in observed.panels.items()
+                  if where.startswith("Exporter targets up"))
+    assert [(s["metric"].get("instance"), s["value"][1]) for s in result] == [
+        (f"127.0.0.1:{observed.demo_port}", "1")]
+
+
+def test_variables_list_the_demo_labels(observed):
+    """The chained variables list the demo's job, instance, services, regions and actions."""
+    v = observed.variables
+    assert v["job"] == [JOB]
+    assert v["instance"] == [f"127.0.0.1:{observed.demo_port}"]
+    assert {"dynamodb", "ec2", "iam", "s3"} <= set(v["aws_service"])
+    assert {"us-east-1", "us-west-2"} <= set(v["aws_region"])
+    assert {"DescribeInstances", "GetObject", "PutItem", "ListUsers"} <= set(v["action"])
+
+
+def test_action_variable_follows_the_service_variable(observed):
+    """With aws_service narrowed to iam, the action variable lists IAM actions only."""
+    assert observed.iam_actions
+    assert set(observed.iam_actions) <= {"CreateUser", "GetUser", "ListUsers"}
+
+
+def test_alert_rules_are_loaded_and_evaluate(observed):
+    """Prometheus loaded every alert in alerts.yml and evaluates each without error."""
+    expected = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"]
+                for rule in group["rules"] if "alert" in rule}
+    assert isinstance(observed.rules, list), observed.rules
+    assert {rule["name"] for rule in observed.rules} == expected
+    assert [(r["name"], r.get("lastError")) for r in observed.rules if r["health"] != "ok"] == []
