@@ -177,7 +177,11 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             else:
                 error_type = status_code if (status >= 400 or error) else None
                 throttled = status in THROTTLE_STATUSES
-                response_bytes = self._response_bytes(response)
+                # A HEAD answer's Content-Length describes the object; no body came.
+                if getattr(request, "method", None) == "HEAD":
+                    response_bytes = 0
+                else:
+                    response_bytes = self._response_bytes(response)
                 if self.recorder.wants_request_id:
                     request_id = _request_id(response)
         return RequestRecord(

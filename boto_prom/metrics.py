@@ -27,6 +27,11 @@ DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(
 
 LABELS = ("aws_service", "aws_region", "action")
 
+# The stages of boto_prom_hook_errors_total that exist from the start (a sink or adapter may
+# add its own on first failure).
+HOOK_STAGES = ("record", "metrics", "action", "duration", "status", "request_size",
+               "response_size")
+
 # Cap on the per-label-set cache of bound children; past it the sink falls back to
 # prometheus_client's own .labels() lookup, which is slower but bounded by the registry.
 _CHILD_CACHE_LIMIT = 10_000
@@ -114,6 +119,9 @@ class PrometheusMetrics:
             "Failures inside boto-prom itself, by stage; the AWS call went ahead regardless.",
             ("stage",), registry=registry,
         )
+        # Known stages start at zero, so rate() and alerts see a series before any failure.
+        for stage in HOOK_STAGES:
+            self.hook_errors.labels(stage)
         self.build_info = Info("boto_prom_build", "boto-prom build information.",
                                registry=registry)
         self.build_info.info({"version": __version__})
