@@ -40,9 +40,18 @@ def is_region(value: object) -> bool:
     return isinstance(value, str) and bool(_REGION_RE.match(value))
 
 
+_known_names: dict = {}
+_KNOWN_NAMES_LIMIT = 4096
+
+
 def safe_name(value: object) -> Optional[str]:
     """value when it is a short identifier fit for a label, else None."""
+    # Action names repeat on every call: remember the good ones instead of matching each time.
+    if type(value) is str and value in _known_names:
+        return value  # type: ignore[return-value]
     if isinstance(value, str) and _NAME_RE.match(value):
+        if len(_known_names) < _KNOWN_NAMES_LIMIT:
+            _known_names[value] = True
         return value
     return None
 
@@ -202,7 +211,8 @@ def _query_keys(query: str) -> frozenset:
 
 def _header(headers: object, name: str) -> Optional[str]:
     """A request header, looked up exactly first and then case-insensitively."""
-    if not isinstance(headers, Mapping):
+    # type() first: the isinstance check against the Mapping ABC costs more than the lookup.
+    if type(headers) is not dict and not isinstance(headers, Mapping):
         return None
     value = headers.get(name)
     if value is None:
@@ -276,8 +286,8 @@ def boto2_action(service: str, method: object, path: object, params: object,
         params: ``request.params``.
         headers: ``request.headers``.
     """
-    if isinstance(params, Mapping):
-        action = params.get("Action")
+    if type(params) is dict or isinstance(params, Mapping):
+        action = params.get("Action")  # type: ignore[union-attr]
         if action is not None:
             return safe_name(action) or UNKNOWN
     target = _header(headers, "X-Amz-Target")

@@ -217,6 +217,11 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         return None if body is not None else 0
 
     def _response_bytes(self, response: Any) -> Optional[int]:
+        # http.client has already parsed Content-Length into .length; it is exact while the
+        # body is unread (fp still open). Once read (a retry handler, error=True) it is 0.
+        length = getattr(response, "length", None)
+        if type(length) is int and getattr(response, "fp", None) is not None:
+            return length
         try:
             length = response.getheader("Content-Length")
         except Exception:

@@ -95,3 +95,8 @@ def test_s3_operation_reads_params_held_apart_from_the_path():
 def test_boto2_action(service, method, path, params, headers, expected):
     """Query, JSON and REST requests each give a bounded action, never a path."""
     assert boto2_action(service, method, path, params, headers) == expected
+
+
+def test_unhashable_action_is_unknown():
+    """An Action that is not a string (a list, say) gives "unknown", not a TypeError."""
+    assert boto2_action("ec2", "POST", "/", {"Action": ["Describe"]}, {}) == "unknown"
