@@ -12,7 +12,7 @@ from typing import Any
 from ._errors import ConfigurationError
 from ._version import __version__
 from .enable import disable_metrics, enable_metrics
-from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS
+from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
 from .record import RequestRecord
 from .server import DEFAULT_PORT, get_server, make_app, stop_server
 
@@ -20,6 +20,7 @@ __all__ = [
     "BotoRequestHook",
     "ConfigurationError",
     "DEFAULT_DURATION_BUCKETS",
+    "DEFAULT_MAX_LABEL_SETS",
     "DEFAULT_PORT",
     "DEFAULT_SIZE_BUCKETS",
     "RequestRecord",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from ._errors import ConfigurationError
 from .config import check_label_override, env_flag, resolve_addr, resolve_port
@@ -25,6 +25,9 @@ def enable_metrics(
     aws_service: Optional[str] = None,
     aws_region: Optional[str] = None,
     buckets: Optional[Sequence[float]] = None,
+    allowed_services: Optional[Iterable[str]] = None,
+    ignored_actions: Optional[Iterable[str]] = None,
+    max_label_sets: Optional[int] = None,
 ) -> Any:
     """Record every request a boto 2 connection makes, and serve the metrics on ``/metrics``.
 
@@ -43,6 +46,10 @@ def enable_metrics(
         aws_service: the ``aws_service`` label, when the connection's host does not say it.
         aws_region: the ``aws_region`` label, likewise.
         buckets: duration histogram buckets in seconds (default: 5 ms to 60 s).
+        allowed_services: record only these services (``["s3", "ec2"]``).
+        ignored_actions: never record these actions (``["HeadObject"]``).
+        max_label_sets: label sets kept per registry before new ones are counted under
+            ``action="_other"`` (default ``BOTO_PROM_MAX_LABEL_SETS`` or 2000).
 
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
@@ -68,6 +75,10 @@ def enable_metrics(
     aws_region = check_label_override("aws_region", aws_region)
     port = resolve_port(port)
     addr = resolve_addr(addr)
+    from .cardinality import make_filter, resolve_max_label_sets
+
+    accept = make_filter(allowed_services, ignored_actions)
+    max_label_sets = resolve_max_label_sets(max_label_sets)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
@@ -76,7 +87,7 @@ def enable_metrics(
     existing = getattr(conn, "request_hook", None)
     if isinstance(existing, BotoRequestHook):
         return existing
-    recorder = Recorder(metrics_for(registry, buckets))
+    recorder = Recorder(metrics_for(registry, buckets, max_label_sets), accept=accept)
     hook = BotoRequestHook(
         aws_service=aws_service or connection_service(conn),
         aws_region=aws_region or connection_region(conn),
