@@ -15,6 +15,7 @@ from .enable import disable_metrics, enable_metrics
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
 from .record import RequestRecord
 from .server import DEFAULT_PORT, get_server, make_app, stop_server
+from .webconfig import load_web_config
 
 __all__ = [
     "BotoRequestHook",
@@ -28,6 +29,7 @@ __all__ = [
     "disable_metrics",
     "enable_metrics",
     "get_server",
+    "load_web_config",
     "make_app",
     "stop_server",
 ]

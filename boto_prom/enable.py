@@ -25,6 +25,7 @@ def enable_metrics(
     aws_service: Optional[str] = None,
     aws_region: Optional[str] = None,
     buckets: Optional[Sequence[float]] = None,
+    web_config: Optional[str] = None,
     allowed_services: Optional[Iterable[str]] = None,
     ignored_actions: Optional[Iterable[str]] = None,
     max_label_sets: Optional[int] = None,
@@ -46,6 +47,8 @@ def enable_metrics(
         aws_service: the ``aws_service`` label, when the connection's host does not say it.
         aws_region: the ``aws_region`` label, likewise.
         buckets: duration histogram buckets in seconds (default: 5 ms to 60 s).
+        web_config: a web configuration file (as Prometheus's ``--web.config.file``) for
+            TLS and basic auth on the server (default ``BOTO_PROM_WEB_CONFIG``).
         allowed_services: record only these services (``["s3", "ec2"]``).
         ignored_actions: never record these actions (``["HeadObject"]``).
         max_label_sets: label sets kept per registry before new ones are counted under
@@ -76,9 +79,15 @@ def enable_metrics(
     port = resolve_port(port)
     addr = resolve_addr(addr)
     from .cardinality import make_filter, resolve_max_label_sets
+    from .webconfig import resolve_web_config
 
     accept = make_filter(allowed_services, ignored_actions)
     max_label_sets = resolve_max_label_sets(max_label_sets)
+    if web_config is not None and not start_server:
+        raise ConfigurationError(
+            "web_config= configures the metrics server, which start_server=False does not "
+            "start; pass one or the other.")
+    web_config = resolve_web_config(web_config)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
@@ -95,9 +104,9 @@ def enable_metrics(
         recorder=recorder,
     )
     if start_server:
-        from .server import ensure_server
+        from ._serve import serve
 
-        hook.server = ensure_server(addr, port, hook.registry)
+        hook.server = serve(addr, port, hook.registry, web_config=web_config)
     conn.set_request_hook(hook)
     return hook
 
