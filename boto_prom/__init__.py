@@ -13,6 +13,7 @@ from ._errors import ConfigurationError
 from ._version import __version__
 from .enable import disable_metrics, enable_metrics
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
+from .multiprocess import make_multiprocess_app, start_multiprocess_server
 from .record import RequestRecord
 from .server import DEFAULT_PORT, get_server, make_app, stop_server
 from .webconfig import load_web_config
@@ -31,6 +32,8 @@ __all__ = [
     "get_server",
     "load_web_config",
     "make_app",
+    "make_multiprocess_app",
+    "start_multiprocess_server",
     "stop_server",
 ]
 

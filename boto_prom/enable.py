@@ -54,6 +54,9 @@ def enable_metrics(
         max_label_sets: label sets kept per registry before new ones are counted under
             ``action="_other"`` (default ``BOTO_PROM_MAX_LABEL_SETS`` or 2000).
 
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics (see
+    :mod:`boto_prom.multiprocess`).
+
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
         is set.
@@ -79,10 +82,12 @@ def enable_metrics(
     port = resolve_port(port)
     addr = resolve_addr(addr)
     from .cardinality import make_filter, resolve_max_label_sets
+    from .multiprocess import check_multiprocess
     from .webconfig import resolve_web_config
 
     accept = make_filter(allowed_services, ignored_actions)
     max_label_sets = resolve_max_label_sets(max_label_sets)
+    multiprocess_path = check_multiprocess()
     if web_config is not None and not start_server:
         raise ConfigurationError(
             "web_config= configures the metrics server, which start_server=False does not "
@@ -106,7 +111,8 @@ def enable_metrics(
     if start_server:
         from ._serve import serve
 
-        hook.server = serve(addr, port, hook.registry, web_config=web_config)
+        hook.server = serve(addr, port, hook.registry, web_config=web_config,
+                            multiprocess_path=multiprocess_path)
     conn.set_request_hook(hook)
     return hook
 

@@ -11,7 +11,7 @@ import threading
 import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from ._errors import ConfigurationError
 from ._version import __version__
@@ -130,9 +130,7 @@ class PrometheusMetrics:
             f'AWS calls counted under action="{OTHER}" because max_label_sets was reached.',
             registry=registry,
         )
-        self.build_info = Info("boto_prom_build", "boto-prom build information.",
-                               registry=registry)
-        self.build_info.info({"version": __version__})
+        self.build_info = _build_info(registry)
         # Every label set recorded so far, folded ones included: bounded by max_label_sets
         # plus the fold sets, so it doubles as the cache of bound children.
         self._children: Dict[Tuple[str, str, str], _Children] = {}
@@ -192,6 +190,24 @@ class PrometheusMetrics:
             counter.inc()  # type: ignore[attr-defined]
             if rec.throttled:
                 children.throttled.inc()
+
+
+def _build_info(registry: CollectorRegistry) -> object:
+    """``boto_prom_build_info{version}`` = 1, as an Info, or as a Gauge in multiprocess mode."""
+    from .multiprocess import in_multiprocess_mode
+
+    if not in_multiprocess_mode():
+        info = Info("boto_prom_build", "boto-prom build information.", registry=registry)
+        info.info({"version": __version__})
+        return info
+    # Info metrics live in process memory, which the multiprocess collector never reads; a
+    # Gauge is written to the shared directory. Every Gauge needs a multiprocess_mode:
+    # 'livemax' shows one series per version run by live processes (not one per pid, as
+    # 'liveall' would). In-flight gauges want 'livesum'.
+    gauge = Gauge("boto_prom_build_info", "boto-prom build information.", ("version",),
+                  registry=registry, multiprocess_mode="livemax")
+    gauge.labels(__version__).set(1)
+    return gauge
 
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics]" = (
