@@ -14,6 +14,7 @@ from ._version import __version__
 from .enable import disable_metrics, enable_metrics
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
 from .multiprocess import make_multiprocess_app, start_multiprocess_server
+from .push import push_metrics
 from .record import RequestRecord
 from .server import DEFAULT_PORT, get_server, make_app, stop_server
 from .webconfig import load_web_config
@@ -33,6 +34,7 @@ __all__ = [
     "load_web_config",
     "make_app",
     "make_multiprocess_app",
+    "push_metrics",
     "start_multiprocess_server",
     "stop_server",
 ]

@@ -55,7 +55,8 @@ def enable_metrics(
             ``action="_other"`` (default ``BOTO_PROM_MAX_LABEL_SETS`` or 2000).
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics (see
-    :mod:`boto_prom.multiprocess`).
+    :mod:`boto_prom.multiprocess`); with ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed
+    there when the process exits (see :mod:`boto_prom.push`).
 
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
@@ -96,6 +97,7 @@ def enable_metrics(
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
+    from .push import exit_push_from_env
     from .recorder import Recorder
 
     existing = getattr(conn, "request_hook", None)
@@ -113,6 +115,7 @@ def enable_metrics(
 
         hook.server = serve(addr, port, hook.registry, web_config=web_config,
                             multiprocess_path=multiprocess_path)
+    exit_push_from_env(hook.registry)
     conn.set_request_hook(hook)
     return hook
 
