@@ -122,3 +122,18 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def start_pushgateway(binary: str, directory: str,
+                      web_config_text: Optional[str] = None) -> "tuple[subprocess.Popen, str]":
+    """A real prometheus-pushgateway on loopback, with no persistence (and with a web config
+    if given); returns (process, URL)."""
+    port = free_port()
+    args = [binary, "--persistence.file=", f"--web.listen-address=127.0.0.1:{port}"]
+    if web_config_text is not None:
+        config = os.path.join(directory, f"gateway-web-{port}.yml")
+        with open(config, "w") as f:
+            f.write(web_config_text)
+        args.append(f"--web.config.file={config}")
+    url = f"http://127.0.0.1:{port}"
+    return start_binary(args, f"{url}/-/ready"), url

@@ -14,7 +14,7 @@ import boto_prom
 from boto_prom import ConfigurationError, push
 from tests.conftest import HAS_BOTO2, require_binary
 from tests.fault_server import closed_port
-from tests.procs import child_env, free_port, get, read_line, start_binary, start_worker, stop
+from tests.procs import child_env, read_line, start_pushgateway, start_worker, stop
 
 CALLS = 7
 GATEWAY_USER, GATEWAY_PASSWORD = "pusher", "gateway-password-0042"
@@ -28,14 +28,8 @@ def gateway(tmp_path):
     started = []
 
     def start(web_config_text=None):
-        port = free_port()
-        args = [binary, "--persistence.file=", f"--web.listen-address=127.0.0.1:{port}"]
-        if web_config_text is not None:
-            config = tmp_path / "gateway-web.yml"
-            config.write_text(web_config_text)
-            args.append(f"--web.config.file={config}")
-        url = f"http://127.0.0.1:{port}"
-        started.append(start_binary(args, f"{url}/-/ready"))
+        proc, url = start_pushgateway(binary, str(tmp_path), web_config_text)
+        started.append(proc)
         return url
 
     yield start
