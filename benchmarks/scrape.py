@@ -14,8 +14,8 @@ filled in, as real traffic leaves them) it measures on loopback:
 
 Times are the best of a few runs (as timeit advises: the minimum is the least disturbed),
 medians are reported too. The run is bounded: past the budget (default 75 s), measurements
-that would not fit are skipped and reported as such (the whole run stays under 90 s). Exit status 0, pass booleans in the
-output. Needs bcrypt and PyYAML (pip install 'boto-prom[production]').
+that would not fit are skipped and reported as such, so the whole run stays under 90 s. Exit
+status 0, pass booleans in the output. Needs bcrypt and PyYAML (the production extra).
 """
 
 from __future__ import annotations
