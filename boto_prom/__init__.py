@@ -12,14 +12,18 @@ from typing import Any
 from ._errors import ConfigurationError
 from ._version import __version__
 from .enable import disable_metrics, enable_metrics
-from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS
+from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
+from .multiprocess import make_multiprocess_app, start_multiprocess_server
+from .push import push_metrics
 from .record import RequestRecord
 from .server import DEFAULT_PORT, get_server, make_app, stop_server
+from .webconfig import load_web_config
 
 __all__ = [
     "BotoRequestHook",
     "ConfigurationError",
     "DEFAULT_DURATION_BUCKETS",
+    "DEFAULT_MAX_LABEL_SETS",
     "DEFAULT_PORT",
     "DEFAULT_SIZE_BUCKETS",
     "RequestRecord",
@@ -27,7 +31,11 @@ __all__ = [
     "disable_metrics",
     "enable_metrics",
     "get_server",
+    "load_web_config",
     "make_app",
+    "make_multiprocess_app",
+    "push_metrics",
+    "start_multiprocess_server",
     "stop_server",
 ]
 

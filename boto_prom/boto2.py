@@ -13,7 +13,6 @@ import time
 from datetime import datetime
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ._guard import Guard
 from ._naming import boto2_action, is_region, parse_host, safe_name, safe_request_id
 from .record import NO_RESPONSE, UNKNOWN, RequestRecord
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from ._errors import ConfigurationError
 from .config import check_label_override, env_flag, resolve_addr, resolve_port
@@ -25,6 +25,10 @@ def enable_metrics(
     aws_service: Optional[str] = None,
     aws_region: Optional[str] = None,
     buckets: Optional[Sequence[float]] = None,
+    web_config: Optional[str] = None,
+    allowed_services: Optional[Iterable[str]] = None,
+    ignored_actions: Optional[Iterable[str]] = None,
+    max_label_sets: Optional[int] = None,
 ) -> Any:
     """Record every request a boto 2 connection makes, and serve the metrics on ``/metrics``.
 
@@ -43,6 +47,16 @@ def enable_metrics(
         aws_service: the ``aws_service`` label, when the connection's host does not say it.
         aws_region: the ``aws_region`` label, likewise.
         buckets: duration histogram buckets in seconds (default: 5 ms to 60 s).
+        web_config: a web configuration file (as Prometheus's ``--web.config.file``) for
+            TLS and basic auth on the server (default ``BOTO_PROM_WEB_CONFIG``).
+        allowed_services: record only these services (``["s3", "ec2"]``).
+        ignored_actions: never record these actions (``["HeadObject"]``).
+        max_label_sets: label sets kept per registry before new ones are counted under
+            ``action="_other"`` (default ``BOTO_PROM_MAX_LABEL_SETS`` or 2000).
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics (see
+    :mod:`boto_prom.multiprocess`); with ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed
+    there when the process exits (see :mod:`boto_prom.push`).
 
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
@@ -68,15 +82,28 @@ def enable_metrics(
     aws_region = check_label_override("aws_region", aws_region)
     port = resolve_port(port)
     addr = resolve_addr(addr)
+    from .cardinality import make_filter, resolve_max_label_sets
+    from .multiprocess import check_multiprocess
+    from .webconfig import resolve_web_config
+
+    accept = make_filter(allowed_services, ignored_actions)
+    max_label_sets = resolve_max_label_sets(max_label_sets)
+    multiprocess_path = check_multiprocess()
+    if web_config is not None and not start_server:
+        raise ConfigurationError(
+            "web_config= configures the metrics server, which start_server=False does not "
+            "start; pass one or the other.")
+    web_config = resolve_web_config(web_config)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
+    from .push import exit_push_from_env
     from .recorder import Recorder
 
     existing = getattr(conn, "request_hook", None)
     if isinstance(existing, BotoRequestHook):
         return existing
-    recorder = Recorder(metrics_for(registry, buckets))
+    recorder = Recorder(metrics_for(registry, buckets, max_label_sets), accept=accept)
     hook = BotoRequestHook(
         aws_service=aws_service or connection_service(conn),
         aws_region=aws_region or connection_region(conn),
@@ -84,9 +111,11 @@ def enable_metrics(
         recorder=recorder,
     )
     if start_server:
-        from .server import ensure_server
+        from ._serve import serve
 
-        hook.server = ensure_server(addr, port, hook.registry)
+        hook.server = serve(addr, port, hook.registry, web_config=web_config,
+                            multiprocess_path=multiprocess_path)
+    exit_push_from_env(hook.registry)
     conn.set_request_hook(hook)
     return hook
 

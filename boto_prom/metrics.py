@@ -11,7 +11,7 @@ import threading
 import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from ._errors import ConfigurationError
 from ._version import __version__
@@ -32,9 +32,16 @@ LABELS = ("aws_service", "aws_region", "action")
 HOOK_STAGES = ("record", "metrics", "action", "duration", "status", "request_size",
                "response_size")
 
-# Cap on the per-label-set cache of bound children; past it the sink falls back to
-# prometheus_client's own .labels() lookup, which is slower but bounded by the registry.
-_CHILD_CACHE_LIMIT = 10_000
+DEFAULT_MAX_LABEL_SETS = 2000
+"""Distinct (aws_service, aws_region, action) label sets kept before new ones are folded."""
+
+OTHER = "_other"
+"""The label value that folded label sets are counted under."""
+
+# Past the cap, a new label set keeps its service and region and becomes action="_other";
+# only this many such (service, region, "_other") sets are made, then everything else goes
+# to ("_other", "_other", "_other"), so the total stays bounded whatever the labels are.
+_FOLD_SETS = 100
 
 
 def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
@@ -58,9 +65,11 @@ def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
 class _Children:
     """The label-bound children of one (service, region, action) label set."""
 
-    __slots__ = ("duration", "request_size", "response_size", "throttled", "requests", "errors")
+    __slots__ = ("labels", "duration", "request_size", "response_size", "throttled", "requests",
+                 "errors")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
+        self.labels = labels
         self.duration = metrics.duration.labels(*labels)
         self.request_size = metrics.request_size.labels(*labels)
         self.response_size = metrics.response_size.labels(*labels)
@@ -83,8 +92,10 @@ class PrometheusMetrics:
         registry: CollectorRegistry,
         duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
         size_buckets: Sequence[float] = DEFAULT_SIZE_BUCKETS,
+        max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
     ) -> None:
         self.registry = registry
+        self.max_label_sets = max_label_sets
         self.duration_buckets = tuple(duration_buckets)
         self.size_buckets = tuple(size_buckets)
         self.requests = Counter(
@@ -122,23 +133,52 @@ class PrometheusMetrics:
         # Known stages start at zero, so rate() and alerts see a series before any failure.
         for stage in HOOK_STAGES:
             self.hook_errors.labels(stage)
-        self.build_info = Info("boto_prom_build", "boto-prom build information.",
-                               registry=registry)
-        self.build_info.info({"version": __version__})
+        self.folded = Counter(
+            "boto_prom_label_sets_folded",
+            f'AWS calls counted under action="{OTHER}" because max_label_sets was reached.',
+            registry=registry,
+        )
+        self.build_info = _build_info(registry)
+        # Every label set recorded so far, folded ones included: bounded by max_label_sets
+        # plus the fold sets, so it doubles as the cache of bound children.
         self._children: Dict[Tuple[str, str, str], _Children] = {}
+        self._kept = 0
+        self._fold_sets = 0
+        self._new_lock = threading.Lock()
 
     def _bound(self, labels: Tuple[str, str, str]) -> _Children:
         children = self._children.get(labels)
         if children is None:
-            children = _Children(self, labels)
-            if len(self._children) < _CHILD_CACHE_LIMIT:
-                self._children[labels] = children
+            children = self._new_label_set(labels)
         return children
+
+    def _new_label_set(self, labels: Tuple[str, str, str]) -> _Children:
+        # The slow path, once per label set (and per call of a folded one): under a lock so
+        # that racing threads cannot push the count past the cap.
+        with self._new_lock:
+            children = self._children.get(labels)
+            if children is not None:
+                return children
+            if self._kept < self.max_label_sets:
+                self._kept += 1
+                children = self._children[labels] = _Children(self, labels)
+                return children
+            self.folded.inc()
+            folded = (labels[0], labels[1], OTHER)
+            children = self._children.get(folded)
+            if children is None:
+                if self._fold_sets >= _FOLD_SETS:
+                    folded = (OTHER, OTHER, OTHER)
+                    children = self._children.get(folded)
+                if children is None:
+                    self._fold_sets += 1
+                    children = self._children[folded] = _Children(self, folded)
+            return children
 
     def record(self, rec: RequestRecord) -> None:
         """Count one finished call in every metric it belongs to."""
-        labels = (rec.aws_service, rec.aws_region, rec.action)
-        children = self._bound(labels)
+        children = self._bound((rec.aws_service, rec.aws_region, rec.action))
+        labels = children.labels
         status = rec.status_code
         counter = children.requests.get(status)
         if counter is None:
@@ -160,6 +200,24 @@ class PrometheusMetrics:
                 children.throttled.inc()
 
 
+def _build_info(registry: CollectorRegistry) -> object:
+    """``boto_prom_build_info{version}`` = 1, as an Info, or as a Gauge in multiprocess mode."""
+    from .multiprocess import in_multiprocess_mode
+
+    if not in_multiprocess_mode():
+        info = Info("boto_prom_build", "boto-prom build information.", registry=registry)
+        info.info({"version": __version__})
+        return info
+    # Info metrics live in process memory, which the multiprocess collector never reads; a
+    # Gauge is written to the shared directory. Every Gauge needs a multiprocess_mode:
+    # 'livemax' shows one series per version run by live processes (not one per pid, as
+    # 'liveall' would). In-flight gauges want 'livesum'.
+    gauge = Gauge("boto_prom_build_info", "boto-prom build information.", ("version",),
+                  registry=registry, multiprocess_mode="livemax")
+    gauge.labels(__version__).set(1)
+    return gauge
+
+
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics]" = (
     weakref.WeakKeyDictionary()
 )
@@ -169,6 +227,7 @@ _lock = threading.Lock()
 def metrics_for(
     registry: Optional[CollectorRegistry] = None,
     duration_buckets: Optional[Sequence[float]] = None,
+    max_label_sets: Optional[int] = None,
 ) -> PrometheusMetrics:
     """The metrics of one registry, created on first use and shared by every hook after.
 
@@ -177,6 +236,9 @@ def metrics_for(
         duration_buckets: histogram buckets in seconds for ``boto_request_duration_seconds``;
             only the first caller per registry sets them, a later caller asking for others
             gets a ConfigurationError.
+        max_label_sets: distinct (aws_service, aws_region, action) label sets to keep
+            before new ones are counted under ``action="_other"`` (default 2000); set by
+            the first caller per registry, like the buckets.
     """
     registry = REGISTRY if registry is None else registry
     wanted = None if duration_buckets is None else validate_buckets(duration_buckets, "buckets")
@@ -184,7 +246,9 @@ def metrics_for(
         metrics = _by_registry.get(registry)
         if metrics is None:
             try:
-                metrics = PrometheusMetrics(registry, wanted or DEFAULT_DURATION_BUCKETS)
+                metrics = PrometheusMetrics(registry, wanted or DEFAULT_DURATION_BUCKETS,
+                                            max_label_sets=max_label_sets
+                                            or DEFAULT_MAX_LABEL_SETS)
             except ValueError as exc:
                 raise ConfigurationError(
                     "boto-prom's metric names are already registered in this registry by "
@@ -195,5 +259,10 @@ def metrics_for(
             raise ConfigurationError(
                 f"buckets={list(wanted)} differ from the buckets this registry already uses "
                 f"({list(metrics.duration_buckets)}); pass the same buckets or none."
+            )
+        elif max_label_sets is not None and max_label_sets != metrics.max_label_sets:
+            raise ConfigurationError(
+                f"max_label_sets={max_label_sets} differs from the cap this registry already "
+                f"uses ({metrics.max_label_sets}); pass the same value or none."
             )
         return metrics

@@ -8,7 +8,7 @@ stops the others, and never reaches the AWS call.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from ._guard import Guard
 from .metrics import PrometheusMetrics
@@ -22,10 +22,14 @@ class Recorder:
         metrics: the Prometheus metrics of the registry (always a sink, and home of the
             ``boto_prom_hook_errors_total`` self-metric).
         sinks: further sinks, each with ``record(rec)`` and a ``stage`` name.
+        accept: records for which it returns False reach no sink (see
+            :func:`boto_prom.cardinality.make_filter`); None keeps every record.
     """
 
-    def __init__(self, metrics: PrometheusMetrics, sinks: Sequence[Any] = ()) -> None:
+    def __init__(self, metrics: PrometheusMetrics, sinks: Sequence[Any] = (),
+                 accept: Optional[Callable[[RequestRecord], bool]] = None) -> None:
         self.metrics = metrics
+        self.accept = accept
         self.registry = metrics.registry
         self.sinks: Tuple[Any, ...] = (metrics,) + tuple(sinks)
         self.guard = Guard(metrics.hook_errors)
@@ -34,6 +38,13 @@ class Recorder:
 
     def record(self, rec: RequestRecord) -> None:
         """Give rec to every sink. Never raises."""
+        accept = self.accept
+        if accept is not None:
+            try:
+                if not accept(rec):
+                    return
+            except Exception:
+                self.guard.failed("filter")
         for sink in self.sinks:
             try:
                 sink.record(rec)

@@ -8,10 +8,12 @@ that cannot be bound fails at enable time, with one sentence.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import ssl
 import threading
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Hashable, Iterable, List, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -66,6 +68,10 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: a scrape every few seconds is not news."""
 
+    # A client that connects and then says nothing (or never finishes a TLS handshake) gives
+    # up its thread after this many seconds.
+    timeout = 30
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -73,6 +79,18 @@ class _QuietHandler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hangs up, times out or fails the TLS handshake (plain HTTP to the
+        # TLS port, no client certificate) is routine: no traceback on stderr.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            logging.getLogger("boto_prom").debug("boto-prom: metrics client %s: %s",
+                                                 client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
 
 def _server_class(addr: str) -> type:
@@ -98,11 +116,14 @@ class MetricsServer:
         addr: the address it is bound to.
         port: the port it listens on (the chosen one, when 0 was asked for).
         registry: the registry it serves.
+        ssl_context: the server-side TLS context when it serves HTTPS, else None.
     """
 
     def __init__(self, addr: str, port: int, registry: CollectorRegistry,
-                 app: Optional[WSGIApp] = None) -> None:
+                 app: Optional[WSGIApp] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         self.registry = registry
+        self.ssl_context = ssl_context
         try:
             self._httpd = make_server(addr, port, app or make_app(registry),
                                       _server_class(addr), handler_class=_QuietHandler)
@@ -116,8 +137,14 @@ class MetricsServer:
                 f"cannot listen on {addr} port {port} ({exc.strerror or exc}); pass addr= and "
                 "port= (or BOTO_PROM_ADDR and BOTO_PROM_PORT) that this machine can bind."
             ) from None
+        if ssl_context is not None:
+            # The handshake runs on the first read, in the request's own thread, so a client
+            # that never finishes it cannot stall the accept loop.
+            self._httpd.socket = ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.addr = addr
         self.port: int = self._httpd.server_port
+        self.variant: Hashable = None
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         name="boto-prom-server", daemon=True)
         self._thread.start()
@@ -128,7 +155,8 @@ class MetricsServer:
         host = "127.0.0.1" if self.addr in ("", "0.0.0.0") else self.addr
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}/metrics"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}/metrics"
 
     def shutdown(self) -> None:
         """Stop serving and free the port."""
@@ -141,17 +169,27 @@ _server: Optional[MetricsServer] = None
 _server_lock = threading.Lock()
 
 
-def ensure_server(addr: str, port: int, registry: CollectorRegistry) -> MetricsServer:
+def ensure_server(addr: str, port: int, registry: CollectorRegistry, *,
+                  app: Optional[WSGIApp] = None, ssl_context: Optional[ssl.SSLContext] = None,
+                  variant: Hashable = None) -> MetricsServer:
     """The process's metrics server, started on the first call and reused after.
+
+    Args:
+        app: what to serve instead of ``make_app(registry)`` (the multiprocess view, an app
+            behind basic auth).
+        ssl_context: serve HTTPS with it.
+        variant: a hashable name for app and ssl_context (the web config file, the
+            multiprocess directory); a later call asking for another one is an error.
 
     Raises:
         ConfigurationError: the port cannot be bound, or a server already runs on another
-            port or for another registry.
+            port, for another registry or with another variant.
     """
     global _server
     with _server_lock:
         if _server is None:
-            _server = MetricsServer(addr, port, registry)
+            _server = MetricsServer(addr, port, registry, app, ssl_context)
+            _server.variant = variant
             return _server
         if port not in (0, _server.port):
             raise ConfigurationError(
@@ -163,6 +201,11 @@ def ensure_server(addr: str, port: int, registry: CollectorRegistry) -> MetricsS
             raise ConfigurationError(
                 "boto-prom's metrics server already serves another registry; pass the same "
                 "registry=, or start_server=False and serve this one yourself."
+            )
+        if variant != _server.variant:
+            raise ConfigurationError(
+                "boto-prom's metrics server already runs with other settings (web config or "
+                "multiprocess directory); a process has one server, so pass the same ones."
             )
         return _server
 
