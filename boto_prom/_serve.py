@@ -11,7 +11,7 @@ from ._errors import ConfigurationError
 from .server import MetricsServer, ensure_server, get_server, make_app
 
 
-def serve(addr: str, port: int, registry: CollectorRegistry, *,
+def serve(addr: str, port: Optional[int], registry: CollectorRegistry, *,
           web_config: Optional[str] = None,
           multiprocess_path: Optional[str] = None) -> MetricsServer:
     """The process's server for these settings: started now, or the running one reused.

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ._errors import ConfigurationError
 from ._naming import safe_name
-from .server import DEFAULT_ADDR, DEFAULT_PORT
+from .server import DEFAULT_ADDR
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -24,13 +24,14 @@ def env_flag(name: str) -> bool:
     raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
 
 
-def resolve_port(port: Optional[int]) -> int:
-    """port, else ``BOTO_PROM_PORT``, else the default; 0 asks the system for a free port."""
+def resolve_port(port: Optional[int]) -> Optional[int]:
+    """port, else ``BOTO_PROM_PORT``, else None: the running server's port, or the default
+    for the first one. 0 asks the system for a free port."""
     source = "port"
     if port is None:
         raw = os.environ.get("BOTO_PROM_PORT", "").strip()
         if not raw:
-            return DEFAULT_PORT
+            return None
         source = "BOTO_PROM_PORT"
         try:
             port = int(raw)

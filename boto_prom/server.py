@@ -169,12 +169,14 @@ _server: Optional[MetricsServer] = None
 _server_lock = threading.Lock()
 
 
-def ensure_server(addr: str, port: int, registry: CollectorRegistry, *,
+def ensure_server(addr: str, port: Optional[int], registry: CollectorRegistry, *,
                   app: Optional[WSGIApp] = None, ssl_context: Optional[ssl.SSLContext] = None,
                   variant: Hashable = None) -> MetricsServer:
     """The process's metrics server, started on the first call and reused after.
 
     Args:
+        port: the port to listen on; None means the running server's, or DEFAULT_PORT for
+            the first; 0 lets the system pick a free one (and reuses a running server).
         app: what to serve instead of ``make_app(registry)`` (the multiprocess view, an app
             behind basic auth).
         ssl_context: serve HTTPS with it.
@@ -188,14 +190,15 @@ def ensure_server(addr: str, port: int, registry: CollectorRegistry, *,
     global _server
     with _server_lock:
         if _server is None:
-            _server = MetricsServer(addr, port, registry, app, ssl_context)
+            _server = MetricsServer(addr, DEFAULT_PORT if port is None else port, registry,
+                                    app, ssl_context)
             _server.variant = variant
             return _server
-        if port not in (0, _server.port):
+        if port not in (None, 0, _server.port):
             raise ConfigurationError(
                 f"boto-prom's metrics server already runs on port {_server.port}; a process "
-                f"has one server, so port={port} cannot be served too (omit port= or pass "
-                f"{_server.port})."
+                f"has one server, so port={port} cannot be served too (pass port="
+                f"{_server.port}, or no port and no BOTO_PROM_PORT, to reuse it)."
             )
         if registry is not _server.registry:
             raise ConfigurationError(

@@ -124,3 +124,11 @@ def test_server_thread_is_a_daemon(served):
 
 
 pytestmark = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+
+
+def test_enable_without_port_reuses_a_server_started_on_port_zero(aws, registry, monkeypatch):
+    """After a port=0 start, an enable that names no port reuses that server."""
+    monkeypatch.delenv("BOTO_PROM_PORT", raising=False)
+    first = boto_prom.enable_metrics(aws.ec2(), port=0, registry=registry)
+    second = boto_prom.enable_metrics(aws.iam(), registry=registry)
+    assert second.server is first.server
