@@ -11,6 +11,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._version import __version__
+from .csvlog import get_csv_writer
 from .enable import disable_metrics, enable_metrics
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS
 from .record import RequestRecord
@@ -26,6 +27,7 @@ __all__ = [
     "__version__",
     "disable_metrics",
     "enable_metrics",
+    "get_csv_writer",
     "get_server",
     "make_app",
     "stop_server",

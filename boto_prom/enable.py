@@ -6,7 +6,8 @@ import logging
 from typing import Any, Optional, Sequence
 
 from ._errors import ConfigurationError
-from .config import check_label_override, env_flag, resolve_addr, resolve_port
+from .config import (check_label_override, env_flag, resolve_addr, resolve_csv_path,
+                     resolve_port)
 
 log = logging.getLogger("boto_prom")
 
@@ -25,6 +26,10 @@ def enable_metrics(
     aws_service: Optional[str] = None,
     aws_region: Optional[str] = None,
     buckets: Optional[Sequence[float]] = None,
+    csv_path: Any = None,
+    csv_format: Optional[str] = None,
+    csv_max_bytes: Optional[int] = None,
+    csv_backups: Optional[int] = None,
 ) -> Any:
     """Record every request a boto 2 connection makes, and serve the metrics on ``/metrics``.
 
@@ -43,6 +48,12 @@ def enable_metrics(
         aws_service: the ``aws_service`` label, when the connection's host does not say it.
         aws_region: the ``aws_region`` label, likewise.
         buckets: duration histogram buckets in seconds (default: 5 ms to 60 s).
+        csv_path: also append every request as a row to this file (default ``BOTO_PROM_CSV``;
+            none when unset). Every connection naming the same file shares one writer.
+        csv_format: ``"csv"`` (default: a header and one row per request) or ``"requestlog"``
+            (the lines boto's ``RequestLogger`` wrote).
+        csv_max_bytes: rotate the file before it reaches this size (default 100 MiB; 0 never).
+        csv_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (default 5).
 
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
@@ -68,6 +79,7 @@ def enable_metrics(
     aws_region = check_label_override("aws_region", aws_region)
     port = resolve_port(port)
     addr = resolve_addr(addr)
+    csv_path = resolve_csv_path(csv_path)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
@@ -76,7 +88,11 @@ def enable_metrics(
     existing = getattr(conn, "request_hook", None)
     if isinstance(existing, BotoRequestHook):
         return existing
-    recorder = Recorder(metrics_for(registry, buckets))
+    from .csvlog import csv_sinks
+
+    metrics = metrics_for(registry, buckets)
+    sinks = csv_sinks(metrics.registry, csv_path, csv_format, csv_max_bytes, csv_backups)
+    recorder = Recorder(metrics, sinks=sinks)
     hook = BotoRequestHook(
         aws_service=aws_service or connection_service(conn),
         aws_region=aws_region or connection_region(conn),
