@@ -148,6 +148,20 @@ def test_csv_rows_of_real_ec2_calls_have_the_records_values(aws, registry, tmp_p
     assert value(registry, "boto_prom_hook_errors_total", stage="csv") == 0
 
 
+def test_request_id_from_a_response_with_only_getheader(registry, tmp_path):
+    """A response object without http.client's parsed headers still gives its request id."""
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+
+    path = tmp_path / "ids.csv"
+    hook = BotoRequestHook(recorder=Recorder(metrics_for(registry),
+                                             sinks=csvlog.csv_sinks(registry, path)), **EC2)
+    hook.handle_request_data(_Request(), _Response(200, {"x-amz-request-id": "4442587FB7D0A2F9"}))
+    hook.handle_request_data(_Request(), _Response(200, {"x-amz-request-id": "not an id!"}))
+    boto_prom.get_csv_writer(path).flush(timeout=10)
+    assert [r["request_id"] for r in rows(path)] == ["4442587FB7D0A2F9", ""]
+
+
 def test_csv_self_metrics_are_served_with_the_hooks_metrics(aws, registry, tmp_path):
     """With the server on, /metrics shows the CSV self-metrics next to the request metrics."""
     from urllib.request import urlopen
