@@ -11,6 +11,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._version import __version__
+from .csvlog import get_csv_writer
 from .enable import disable_metrics, enable_metrics
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
 from .multiprocess import make_multiprocess_app, start_multiprocess_server
@@ -30,6 +31,7 @@ __all__ = [
     "__version__",
     "disable_metrics",
     "enable_metrics",
+    "get_csv_writer",
     "get_server",
     "load_web_config",
     "make_app",

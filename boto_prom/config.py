@@ -63,3 +63,10 @@ def check_label_override(name: str, value: Optional[str]) -> Optional[str]:
             f"(like 'ec2' or 'us-west-2'), not {value!r}."
         )
     return value
+
+
+def resolve_csv_path(path: object) -> object:
+    """csv_path, else ``BOTO_PROM_CSV``, else None (no CSV file); checked by the CSV writer."""
+    if path is None:
+        path = os.environ.get("BOTO_PROM_CSV", "").strip() or None
+    return path

@@ -6,7 +6,8 @@ import logging
 from typing import Any, Iterable, Optional, Sequence
 
 from ._errors import ConfigurationError
-from .config import check_label_override, env_flag, resolve_addr, resolve_port
+from .config import (check_label_override, env_flag, resolve_addr, resolve_csv_path,
+                     resolve_port)
 
 log = logging.getLogger("boto_prom")
 
@@ -29,6 +30,10 @@ def enable_metrics(
     allowed_services: Optional[Iterable[str]] = None,
     ignored_actions: Optional[Iterable[str]] = None,
     max_label_sets: Optional[int] = None,
+    csv_path: Any = None,
+    csv_format: Optional[str] = None,
+    csv_max_bytes: Optional[int] = None,
+    csv_backups: Optional[int] = None,
 ) -> Any:
     """Record every request a boto 2 connection makes, and serve the metrics on ``/metrics``.
 
@@ -57,6 +62,12 @@ def enable_metrics(
     With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics (see
     :mod:`boto_prom.multiprocess`); with ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed
     there when the process exits (see :mod:`boto_prom.push`).
+        csv_path: also append every request as a row to this file (default ``BOTO_PROM_CSV``;
+            none when unset). Every connection naming the same file shares one writer.
+        csv_format: ``"csv"`` (default: a header and one row per request) or ``"requestlog"``
+            (the lines boto's ``RequestLogger`` wrote).
+        csv_max_bytes: rotate the file before it reaches this size (default 100 MiB; 0 never).
+        csv_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (default 5).
 
     Returns:
         The installed :class:`boto_prom.BotoRequestHook`, or None when ``BOTO_PROM_DISABLED``
@@ -94,6 +105,7 @@ def enable_metrics(
             "web_config= configures the metrics server, which start_server=False does not "
             "start; pass one or the other.")
     web_config = resolve_web_config(web_config)
+    csv_path = resolve_csv_path(csv_path)
 
     from .boto2 import BotoRequestHook, connection_region, connection_service
     from .metrics import metrics_for
@@ -103,7 +115,11 @@ def enable_metrics(
     existing = getattr(conn, "request_hook", None)
     if isinstance(existing, BotoRequestHook):
         return existing
-    recorder = Recorder(metrics_for(registry, buckets, max_label_sets), accept=accept)
+    from .csvlog import csv_sinks
+
+    metrics = metrics_for(registry, buckets, max_label_sets)
+    sinks = csv_sinks(metrics.registry, csv_path, csv_format, csv_max_bytes, csv_backups)
+    recorder = Recorder(metrics, sinks=sinks, accept=accept)
     hook = BotoRequestHook(
         aws_service=aws_service or connection_service(conn),
         aws_region=aws_region or connection_region(conn),
