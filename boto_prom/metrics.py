@@ -7,11 +7,12 @@ users' own queries depend on them. Renaming one is a changelog entry.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from ._errors import ConfigurationError
 from ._version import __version__
@@ -26,6 +27,11 @@ DEFAULT_DURATION_BUCKETS: Tuple[float, ...] = (
 DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
 
 LABELS = ("aws_service", "aws_region", "action")
+
+# The exemplar's label name; prometheus_client allows 128 characters for names and values
+# together, so longer request ids get no exemplar (a cut id would find nothing).
+EXEMPLAR_LABEL = "aws_request_id"
+_EXEMPLAR_MAX_ID = 128 - len(EXEMPLAR_LABEL)
 
 # Cap on the per-label-set cache of bound children; past it the sink falls back to
 # prometheus_client's own .labels() lookup, which is slower but bounded by the registry.
@@ -53,7 +59,8 @@ def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
 class _Children:
     """The label-bound children of one (service, region, action) label set."""
 
-    __slots__ = ("duration", "request_size", "response_size", "throttled", "requests", "errors")
+    __slots__ = ("duration", "request_size", "response_size", "throttled", "requests", "errors",
+                 "retries", "exhausted")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
         self.duration = metrics.duration.labels(*labels)
@@ -63,6 +70,10 @@ class _Children:
         # Status codes and error types vary within a label set: bound lazily, per value.
         self.requests: Dict[str, object] = {}
         self.errors: Dict[str, object] = {}
+        # Only botocore says how many attempts a call made: bound on its first retry, so boto 2
+        # label sets get no always-zero series.
+        self.retries: Optional[object] = None
+        self.exhausted: Dict[str, object] = {}
 
 
 class PrometheusMetrics:
@@ -109,6 +120,29 @@ class PrometheusMetrics:
             "Size of AWS API response bodies (Content-Length), in bytes.",
             LABELS, buckets=self.size_buckets, registry=registry,
         )
+        # What only botocore reports (boto 2 retries out of its hook's sight): each HTTP attempt,
+        # retries, calls that ran out of attempts, and calls under way.
+        self.attempt_duration = Histogram(
+            "boto_attempt_duration_seconds",
+            "Duration of each HTTP attempt of an AWS API request (botocore only), in seconds.",
+            LABELS, buckets=self.duration_buckets, registry=registry,
+        )
+        self.retries = Counter(
+            "boto_request_retries",
+            "Retried HTTP attempts of AWS API requests (botocore only).",
+            LABELS, registry=registry,
+        )
+        self.retries_exhausted = Counter(
+            "boto_retries_exhausted",
+            "AWS API requests that failed with a retryable error after their last allowed "
+            "attempt (botocore only), by error type.",
+            LABELS + ("error_type",), registry=registry,
+        )
+        self.in_flight = Gauge(
+            "boto_requests_in_flight",
+            "AWS API requests under way: first attempt sent, not yet finished (botocore only).",
+            ("aws_service", "aws_region"), registry=registry, multiprocess_mode="livesum",
+        )
         self.hook_errors = Counter(
             "boto_prom_hook_errors",
             "Failures inside boto-prom itself, by stage; the AWS call went ahead regardless.",
@@ -118,6 +152,10 @@ class PrometheusMetrics:
                                registry=registry)
         self.build_info.info({"version": __version__})
         self._children: Dict[Tuple[str, str, str], _Children] = {}
+        # prometheus_client keeps no exemplars in multiprocess mode: skip building them there.
+        self.exemplars = not (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                              or os.environ.get("prometheus_multiproc_dir"))
+        self.wants_request_id = self.exemplars
 
     def _bound(self, labels: Tuple[str, str, str]) -> _Children:
         children = self._children.get(labels)
@@ -137,7 +175,11 @@ class PrometheusMetrics:
             counter = children.requests[status] = self.requests.labels(*labels, status)
         counter.inc()  # type: ignore[attr-defined]
         if rec.duration_seconds is not None:
-            children.duration.observe(rec.duration_seconds)
+            request_id = rec.request_id
+            if request_id and self.exemplars and len(request_id) <= _EXEMPLAR_MAX_ID:
+                children.duration.observe(rec.duration_seconds, {EXEMPLAR_LABEL: request_id})
+            else:
+                children.duration.observe(rec.duration_seconds)
         if rec.request_bytes is not None:
             children.request_size.observe(rec.request_bytes)
         if rec.response_bytes is not None:
@@ -150,6 +192,18 @@ class PrometheusMetrics:
             counter.inc()  # type: ignore[attr-defined]
             if rec.throttled:
                 children.throttled.inc()
+            if rec.retries_exhausted:
+                counter = children.exhausted.get(error_type)
+                if counter is None:
+                    counter = children.exhausted[error_type] = self.retries_exhausted.labels(
+                        *labels, error_type)
+                counter.inc()  # type: ignore[attr-defined]
+        attempts = rec.attempts
+        if attempts is not None and attempts > 1:
+            retries = children.retries
+            if retries is None:
+                retries = children.retries = self.retries.labels(*labels)
+            retries.inc(attempts - 1)  # type: ignore[attr-defined]
 
 
 _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics]" = (
