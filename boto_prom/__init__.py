@@ -4,6 +4,7 @@ Quick start::
 
     import boto_prom
     boto_prom.enable_metrics(conn)      # a boto 2 connection
+    boto_prom.enable_metrics(client)    # a boto3/botocore client (or session, or nothing)
     # curl http://127.0.0.1:9875/metrics
 """
 
@@ -18,6 +19,7 @@ from .server import DEFAULT_PORT, get_server, make_app, stop_server
 
 __all__ = [
     "BotoRequestHook",
+    "BotocoreHook",
     "ConfigurationError",
     "DEFAULT_DURATION_BUCKETS",
     "DEFAULT_PORT",
@@ -38,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from .boto2 import BotoRequestHook
 
         return BotoRequestHook
+    if name == "BotocoreHook":
+        from .botocore import BotocoreHook
+
+        return BotocoreHook
     raise AttributeError(f"module 'boto_prom' has no attribute {name!r}")
