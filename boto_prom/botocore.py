@@ -187,19 +187,20 @@ class BotocoreHook:
         else:
             status = getattr(http, "status_code", None)
             status_code = _STATUS_TEXT.get(status) if type(status) is int else None
+            error_type = None
             if status_code is None:
                 self._guard.failed("status", f"unusable response status {type(status).__name__}")
-                status_code, status = UNKNOWN, 0
-            error_type = None
-            if status >= 400:
-                code = _error_code(parsed)
-                error_type = code or status_code
-                throttled = status == THROTTLING_STATUS or code in THROTTLING_CODES
-                retryable = (throttled or status in TRANSIENT_STATUSES
-                             or code in TRANSIENT_CODES)
-            response_bytes = self._response_bytes(http)
-            if self.recorder.wants_request_id:
-                request_id = _request_id(parsed)
+                status_code = UNKNOWN
+            else:
+                if status >= 400:
+                    code = _error_code(parsed)
+                    error_type = code or status_code
+                    throttled = status == THROTTLING_STATUS or code in THROTTLING_CODES
+                    retryable = (throttled or status in TRANSIENT_STATUSES
+                                 or code in TRANSIENT_CODES)
+                response_bytes = self._response_bytes(http)
+                if self.recorder.wants_request_id:
+                    request_id = _request_id(parsed)
         exhausted = False
         if retryable:
             retries = context.get("retries")
