@@ -294,6 +294,27 @@ def test_exhausted_retries_are_counted_with_the_error_code(behaviour, error_type
     assert value(registry, "boto_requests_in_flight", **EC2) == 0
 
 
+def test_failure_not_retried_for_lack_of_retry_quota_is_not_exhausted(fault_server, registry,
+                                                                      no_backoff):
+    """Once botocore's retry quota is spent, a failed first attempt is not exhausted retries."""
+    fault_server.script(("status", 503))
+    client = make_client("ec2", fault_url(fault_server), max_attempts=2)
+    enable_metrics(client, registry=registry, start_server=False)
+    calls = 0
+    while calls < 300:
+        before = len(fault_server.requests)
+        calls += 1
+        with pytest.raises(ClientError):
+            client.describe_regions()
+        if len(fault_server.requests) - before == 1:
+            break  # the quota is spent: botocore did not retry this call
+    labels = dict(EC2, action="DescribeRegions")
+    assert 1 < calls < 300
+    assert value(registry, "boto_retries_exhausted_total", error_type="503", **labels) == calls - 1
+    assert value(registry, "boto_request_retries_total", **labels) == calls - 1
+    assert value(registry, "boto_requests_total", status_code="503", **labels) == calls
+
+
 def test_throttling_codes_match_botocores_retry_handler():
     """boto-prom's throttling codes are exactly those botocore's standard retries throttle on."""
     from botocore.retries.standard import ThrottledRetryableChecker
@@ -435,7 +456,7 @@ def test_users_failing_after_call_handler_still_leaves_a_clean_count(fault_serve
         raise Broken()
 
     client = make_client("ec2", fault_url(fault_server))
-    client.meta.events.register("after-call.ec2.DescribeRegions", explode)
+    client.meta.events.register("after-call.*.*", explode)  # before ours, in the same place
     enable_metrics(client, registry=registry, start_server=False)
     with pytest.raises(Broken):
         client.describe_regions()
