@@ -4,9 +4,10 @@ It listens on botocore's event system, never wraps client methods:
 
 - ``before-call``: the call starts; the monotonic clock starts and a per-call state goes into the
   call's ``context`` dict (botocore makes one per call and hands it to every event below).
-- ``request-created``: an HTTP attempt is built and signed; the first one puts the call in
-  flight.
-- ``before-send``: the attempt goes on the wire (its clock starts).
+- ``before-send``: an HTTP attempt goes on the wire: its clock starts, and the first one puts the
+  call in flight. (botocore before 1.40 or so does not hand ``before-send`` the context; there
+  ``request-created``, just before it, counts the attempt and points ``before-send`` at the
+  call.)
 - ``response-received``: the attempt ended, with a response or an exception.
 - ``after-call`` / ``after-call-error``: the call ended; its record goes to the recorder and the
   call leaves the in-flight gauge.
@@ -198,9 +199,12 @@ class BotocoreHook:
                     throttled = status == THROTTLING_STATUS or code in THROTTLING_CODES
                     retryable = (throttled or status in TRANSIENT_STATUSES
                                  or code in TRANSIENT_CODES)
-                response_bytes = self._response_bytes(http)
+                meta = parsed.get("ResponseMetadata") if type(parsed) is dict else None
+                if type(meta) is not dict:
+                    meta = {}
+                response_bytes = self._response_bytes(http, meta.get("HTTPHeaders"))
                 if self.recorder.wants_request_id:
-                    request_id = _request_id(parsed)
+                    request_id = safe_request_id(meta.get("RequestId"))
         exhausted = False
         if retryable:
             retries = context.get("retries")
@@ -212,9 +216,13 @@ class BotocoreHook:
             attempts=call.attempts, retries_exhausted=exhausted,
         )
 
-    def _response_bytes(self, http: Any) -> Optional[int]:
+    def _response_bytes(self, http: Any, headers: Any) -> Optional[int]:
         try:
-            length = http.headers.get("content-length")
+            # botocore's parsed copy of the headers is a plain dict with lower-case names: far
+            # cheaper to read than the response's own case-insensitive headers.
+            if type(headers) is not dict:
+                headers = http.headers
+            length = headers.get("content-length")
         except Exception:
             self._guard.failed("response_size")
             return None
@@ -232,19 +240,22 @@ def _call_in(context: Any) -> Optional[_Call]:
     return context.get(_KEY) if type(context) is dict else None
 
 
+def _start_attempt(call: _Call) -> None:
+    call.attempts += 1
+    if call.attempts == 1:
+        call.bound.in_flight.inc()
+
+
 def _on_request_created(request: Any = None, **kwargs: Any) -> None:
+    # Only for botocore whose prepared requests carry no context (see the module docstring).
     call = _call_in(getattr(request, "context", None))
     if call is None:
         return
     try:
-        call.attempts += 1
-        if call.attempts == 1:
-            call.bound.in_flight.inc()
-        call.attempt_start = _clock()
-        if not _PREPARED_HAS_CONTEXT:
-            # Registered last, after signing: nothing runs between here and before-send but
-            # the request's preparation, so no other call can come in between on this thread.
-            _local.call = call
+        _start_attempt(call)
+        # Registered last, after signing: nothing runs between here and before-send but the
+        # request's preparation, so no other call can come in between on this thread.
+        _local.call = call
     except Exception:
         call.hook._guard.failed("request_created")
 
@@ -259,8 +270,10 @@ def _on_before_send(request: Any = None, **kwargs: Any) -> None:
     if call is None:
         return
     try:
-        call.attempt_start = _clock()
+        if _PREPARED_HAS_CONTEXT:
+            _start_attempt(call)
         call.request_bytes = _request_bytes(request)
+        call.attempt_start = _clock()
     except Exception:
         call.hook._guard.failed("before_send")
 
@@ -292,24 +305,20 @@ def _on_after_call_error(exception: Any = None, context: Any = None, **kwargs: A
 # (event, registration, handler). Attempt events go last so that signing and client-side rate
 # limiting are not counted in the attempt; the end events go first (``.*.*`` sorts before
 # every more specific handler) so that another handler raising cannot skip them.
-_FOLLOWERS = (
-    ("request-created", "register_last", _on_request_created),
+_FOLLOWERS: Tuple[Tuple[str, str, Any], ...] = (
     ("before-send", "register_last", _on_before_send),
     ("response-received.*.*", "register_first", _on_response_received),
     ("after-call.*.*", "register_first", _on_after_call),
     ("after-call-error.*.*", "register_first", _on_after_call_error),
 )
+if not _PREPARED_HAS_CONTEXT:
+    _FOLLOWERS = (("request-created", "register_last", _on_request_created),) + _FOLLOWERS
 
 
 def _error_code(parsed: Any) -> Optional[str]:
     error = parsed.get("Error") if type(parsed) is dict else None
     code = error.get("Code") if type(error) is dict else None
     return safe_name(code)
-
-
-def _request_id(parsed: Any) -> Optional[str]:
-    meta = parsed.get("ResponseMetadata") if type(parsed) is dict else None
-    return safe_request_id(meta.get("RequestId")) if type(meta) is dict else None
 
 
 def _request_bytes(request: Any) -> Optional[int]:

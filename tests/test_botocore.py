@@ -728,6 +728,26 @@ def test_too_long_request_id_gets_no_exemplar_but_is_counted(registry):
                  **EC2) == 2
 
 
+def test_one_exemplar_per_bucket_per_interval(registry, monkeypatch):
+    """Within a second a bucket keeps its first request id; after it, the next one replaces it."""
+    from boto_prom import metrics as metrics_module
+
+    now = [100.0]
+    monkeypatch.setattr(metrics_module, "_monotonic", lambda: now[0])
+    metrics = metrics_for(registry)
+    metrics.record(_record(request_id="first-id"))
+    metrics.record(_record(request_id="second-id"))
+    metrics.record(_record(request_id="slow-id", duration_seconds=3.0))
+    text = openmetrics_latest(registry).decode()
+    assert "first-id" in text and "second-id" not in text and "slow-id" in text
+    now[0] += metrics_module.EXEMPLAR_INTERVAL_SECONDS
+    metrics.record(_record(request_id="third-id"))
+    text = openmetrics_latest(registry).decode()
+    assert "third-id" in text and "first-id" not in text
+    assert value(registry, "boto_request_duration_seconds_count", action="DescribeRegions",
+                 **EC2) == 4
+
+
 def _record(request_id=None, **overrides):
     fields = dict(sdk="botocore", aws_service="ec2", aws_region=REGION, action="DescribeRegions",
                   status_code="200", duration_seconds=0.01, request_bytes=10, response_bytes=20,
