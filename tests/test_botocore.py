@@ -268,6 +268,29 @@ def test_503_twice_then_200_is_one_request_of_three_attempts(fault_server, regis
     assert value(registry, "boto_requests_in_flight", **EC2) == 0
 
 
+def test_older_botocore_hand_off_counts_the_same(fault_server, registry, no_backoff,
+                                                 monkeypatch):
+    """Where prepared requests carry no context, request-created hands the call to before-send."""
+    from boto_prom import botocore as adapter
+
+    monkeypatch.setattr(adapter, "_PREPARED_HAS_CONTEXT", False)
+    monkeypatch.setattr(adapter, "_FOLLOWERS", (
+        ("request-created", "register_last", adapter._on_request_created),) + adapter._FOLLOWERS)
+    fault_server.script(("status", 503), ("status", 503), ("status", 200))
+    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
+    sent = []
+    client.meta.events.register("before-send.ec2.DescribeRegions",
+                                lambda request, **kw: sent.append(len(request.body)))
+    enable_metrics(client, registry=registry, start_server=False)
+    client.describe_regions()
+    labels = dict(EC2, action="DescribeRegions")
+    assert value(registry, "boto_attempt_duration_seconds_count", **labels) == 3
+    assert value(registry, "boto_request_retries_total", **labels) == 2
+    assert value(registry, "boto_requests_total", status_code="200", **labels) == 1
+    assert value(registry, "boto_request_size_bytes_sum", **labels) == sent[-1] > 0
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+
+
 @pytest.mark.parametrize("behaviour, error_type, throttled", [
     (("error", 503, "RequestLimitExceeded"), "RequestLimitExceeded", 1),
     (("error", 400, "ThrottlingException"), "ThrottlingException", 1),
@@ -817,7 +840,8 @@ def test_malformed_responses_are_recorded_as_far_as_they_can_be(http, parsed, st
     hook.before_call(model=model, context=context)
     request = _Bare()
     request.context, request.body, request.headers = context, b"abc", {}
-    _on_request_created(request=request)
+    if not boto_prom.botocore._PREPARED_HAS_CONTEXT:
+        _on_request_created(request=request)
     _on_before_send(request=request)
     _on_response_received(context=context)
     _on_after_call(http_response=http, parsed=parsed, context=context)
