@@ -4,6 +4,7 @@ Quick start::
 
     import boto_prom
     boto_prom.enable_metrics(conn)      # a boto 2 connection
+    boto_prom.enable_metrics(client)    # a boto3/botocore client (or session, or nothing)
     # curl http://127.0.0.1:9875/metrics
 """
 
@@ -22,6 +23,7 @@ from .webconfig import load_web_config
 
 __all__ = [
     "BotoRequestHook",
+    "BotocoreHook",
     "ConfigurationError",
     "DEFAULT_DURATION_BUCKETS",
     "DEFAULT_MAX_LABEL_SETS",
@@ -48,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from .boto2 import BotoRequestHook
 
         return BotoRequestHook
+    if name == "BotocoreHook":
+        from .botocore import BotocoreHook
+
+        return BotocoreHook
     raise AttributeError(f"module 'boto_prom' has no attribute {name!r}")

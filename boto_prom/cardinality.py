@@ -18,7 +18,8 @@ from ._errors import ConfigurationError
 from ._naming import safe_name
 from .record import RequestRecord
 
-RecordFilter = Callable[[RequestRecord], bool]
+RecordFilter = Callable[[str, str], bool]
+"""Takes (aws_service, action); False means the call is not recorded at all."""
 
 
 def _names(what: str, values: object) -> Optional[FrozenSet[str]]:
@@ -59,10 +60,10 @@ def make_filter(
         return None
     if services is None:
         assert ignored is not None
-        return lambda rec: rec.action not in ignored
+        return lambda service, action: action not in ignored
     if not ignored:
-        return lambda rec: rec.aws_service in services
-    return lambda rec: rec.aws_service in services and rec.action not in ignored
+        return lambda service, action: service in services
+    return lambda service, action: service in services and action not in ignored
 
 
 def resolve_max_label_sets(value: Optional[int]) -> Optional[int]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from bisect import bisect_left
 import weakref
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -43,6 +45,15 @@ OTHER = "_other"
 # to ("_other", "_other", "_other"), so the total stays bounded whatever the labels are.
 _FOLD_SETS = 100
 
+# The exemplar's label name; prometheus_client allows 128 characters for names and values
+# together, so longer request ids get no exemplar (a cut id would find nothing).
+EXEMPLAR_LABEL = "aws_request_id"
+_EXEMPLAR_MAX_ID = 128 - len(EXEMPLAR_LABEL)
+# A bucket keeps only its latest exemplar until the next scrape, so one per bucket per second
+# is all a scrape can see; building one per call cost about a fifth of the per-call overhead.
+EXEMPLAR_INTERVAL_SECONDS = 1.0
+_monotonic = time.monotonic
+
 
 def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
     """Buckets as a tuple of floats, or a ConfigurationError saying what is wrong with them."""
@@ -66,7 +77,7 @@ class _Children:
     """The label-bound children of one (service, region, action) label set."""
 
     __slots__ = ("labels", "duration", "request_size", "response_size", "throttled", "requests",
-                 "errors")
+                 "errors", "retries", "exhausted", "exemplar_due")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
         self.labels = labels
@@ -77,6 +88,12 @@ class _Children:
         # Status codes and error types vary within a label set: bound lazily, per value.
         self.requests: Dict[str, object] = {}
         self.errors: Dict[str, object] = {}
+        # Only botocore says how many attempts a call made: bound on its first retry, so boto 2
+        # label sets get no always-zero series.
+        self.retries: Optional[object] = None
+        self.exhausted: Dict[str, object] = {}
+        # Per duration bucket (+Inf last): when it may next take an exemplar.
+        self.exemplar_due: List[float] = [0.0] * (len(metrics.duration_buckets) + 1)
 
 
 class PrometheusMetrics:
@@ -125,6 +142,29 @@ class PrometheusMetrics:
             "Size of AWS API response bodies (Content-Length), in bytes.",
             LABELS, buckets=self.size_buckets, registry=registry,
         )
+        # What only botocore reports (boto 2 retries out of its hook's sight): each HTTP attempt,
+        # retries, calls that ran out of attempts, and calls under way.
+        self.attempt_duration = Histogram(
+            "boto_attempt_duration_seconds",
+            "Duration of each HTTP attempt of an AWS API request (botocore only), in seconds.",
+            LABELS, buckets=self.duration_buckets, registry=registry,
+        )
+        self.retries = Counter(
+            "boto_request_retries",
+            "Retried HTTP attempts of AWS API requests (botocore only).",
+            LABELS, registry=registry,
+        )
+        self.retries_exhausted = Counter(
+            "boto_retries_exhausted",
+            "AWS API requests that failed with a retryable error after their last allowed "
+            "attempt (botocore only), by error type.",
+            LABELS + ("error_type",), registry=registry,
+        )
+        self.in_flight = Gauge(
+            "boto_requests_in_flight",
+            "AWS API requests under way: first attempt sent, not yet finished (botocore only).",
+            ("aws_service", "aws_region"), registry=registry, multiprocess_mode="livesum",
+        )
         self.hook_errors = Counter(
             "boto_prom_hook_errors",
             "Failures inside boto-prom itself, by stage; the AWS call went ahead regardless.",
@@ -145,6 +185,15 @@ class PrometheusMetrics:
         self._kept = 0
         self._fold_sets = 0
         self._new_lock = threading.Lock()
+        # prometheus_client keeps no exemplars in multiprocess mode: skip building them there.
+        from .multiprocess import in_multiprocess_mode
+
+        self.exemplars = not in_multiprocess_mode()
+        self.wants_request_id = self.exemplars
+
+    def label_set(self, labels: Tuple[str, str, str]) -> Tuple[str, str, str]:
+        """The label set a call with these labels is counted under (folded past the cap)."""
+        return self._bound(labels).labels
 
     def _bound(self, labels: Tuple[str, str, str]) -> _Children:
         children = self._children.get(labels)
@@ -184,8 +233,19 @@ class PrometheusMetrics:
         if counter is None:
             counter = children.requests[status] = self.requests.labels(*labels, status)
         counter.inc()  # type: ignore[attr-defined]
-        if rec.duration_seconds is not None:
-            children.duration.observe(rec.duration_seconds)
+        duration = rec.duration_seconds
+        if duration is not None:
+            request_id = rec.request_id
+            if request_id and self.exemplars and len(request_id) <= _EXEMPLAR_MAX_ID:
+                bucket = bisect_left(self.duration_buckets, duration)
+                now = _monotonic()
+                if now >= children.exemplar_due[bucket]:
+                    children.exemplar_due[bucket] = now + EXEMPLAR_INTERVAL_SECONDS
+                    children.duration.observe(duration, {EXEMPLAR_LABEL: request_id})
+                else:
+                    children.duration.observe(duration)
+            else:
+                children.duration.observe(duration)
         if rec.request_bytes is not None:
             children.request_size.observe(rec.request_bytes)
         if rec.response_bytes is not None:
@@ -198,6 +258,18 @@ class PrometheusMetrics:
             counter.inc()  # type: ignore[attr-defined]
             if rec.throttled:
                 children.throttled.inc()
+            if rec.retries_exhausted:
+                counter = children.exhausted.get(error_type)
+                if counter is None:
+                    counter = children.exhausted[error_type] = self.retries_exhausted.labels(
+                        *labels, error_type)
+                counter.inc()  # type: ignore[attr-defined]
+        attempts = rec.attempts
+        if attempts is not None and attempts > 1:
+            retries = children.retries
+            if retries is None:
+                retries = children.retries = self.retries.labels(*labels)
+            retries.inc(attempts - 1)  # type: ignore[attr-defined]
 
 
 def _build_info(registry: CollectorRegistry) -> object:

@@ -33,6 +33,10 @@ class RequestRecord:
         throttled: True when AWS asked the caller to slow down.
         request_id: the AWS request id from the response headers, when an adapter read it.
         timestamp: when the call finished, in seconds since the epoch.
+        attempts: how many HTTP attempts the call made, or None when the SDK does not say
+            (boto 2 retries out of sight of its hook).
+        retries_exhausted: True when the call failed with an error the SDK retries, after
+            using every attempt it allows.
     """
 
     __slots__ = (
@@ -48,6 +52,8 @@ class RequestRecord:
         "throttled",
         "request_id",
         "timestamp",
+        "attempts",
+        "retries_exhausted",
     )
 
     def __init__(
@@ -64,6 +70,8 @@ class RequestRecord:
         throttled: bool,
         request_id: Optional[str],
         timestamp: float,
+        attempts: Optional[int] = None,
+        retries_exhausted: bool = False,
     ) -> None:
         self.sdk = sdk
         self.aws_service = aws_service
@@ -77,6 +85,8 @@ class RequestRecord:
         self.throttled = throttled
         self.request_id = request_id
         self.timestamp = timestamp
+        self.attempts = attempts
+        self.retries_exhausted = retries_exhausted
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

@@ -22,12 +22,12 @@ class Recorder:
         metrics: the Prometheus metrics of the registry (always a sink, and home of the
             ``boto_prom_hook_errors_total`` self-metric).
         sinks: further sinks, each with ``record(rec)`` and a ``stage`` name.
-        accept: records for which it returns False reach no sink (see
+        accept: given (aws_service, action), False means the call reaches no sink (see
             :func:`boto_prom.cardinality.make_filter`); None keeps every record.
     """
 
     def __init__(self, metrics: PrometheusMetrics, sinks: Sequence[Any] = (),
-                 accept: Optional[Callable[[RequestRecord], bool]] = None) -> None:
+                 accept: Optional[Callable[[str, str], bool]] = None) -> None:
         self.metrics = metrics
         self.accept = accept
         self.registry = metrics.registry
@@ -41,7 +41,7 @@ class Recorder:
         accept = self.accept
         if accept is not None:
             try:
-                if not accept(rec):
+                if not accept(rec.aws_service, rec.action):
                     return
             except Exception:
                 self.guard.failed("filter")

@@ -3,7 +3,9 @@
 Queue behaviours with :meth:`FaultServer.script`; each request takes the next one (the last
 repeats). Behaviours: ``("status", code)``, ``("reset",)`` (close without answering),
 ``("slow", seconds, code)``, ``("headers", code, {name: value})`` (custom response headers,
-e.g. no or a bad Content-Length). Every request is also recorded in ``requests``.
+e.g. no or a bad Content-Length), ``("error", code, aws_code)`` (an error answer carrying that AWS
+error code), ``("gate", code)`` (hold the answer until ``gate`` is set). Every request is also
+recorded in ``requests``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class FaultServer:
         self.host = "127.0.0.1"
         self.port = 0
         self._httpd: Optional[ThreadingHTTPServer] = None
+        self.gate = threading.Event()
 
     def script(self, *behaviours: Tuple[Any, ...]) -> None:
         """Answer the next requests with these behaviours, in order; the last one repeats."""
@@ -43,6 +46,7 @@ class FaultServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per answer
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -61,14 +65,20 @@ class FaultServer:
                     self.close_connection = True
                     return
                 headers: Dict[str, str] = {}
-                if kind == "slow":
+                aws_code = None
+                if kind == "gate":
+                    server.gate.wait(30)
+                    code = behaviour[1]
+                elif kind == "error":
+                    code, aws_code = behaviour[1], behaviour[2]
+                elif kind == "slow":
                     time.sleep(behaviour[1])
                     code = behaviour[2]
                 elif kind == "headers":
                     code, headers = behaviour[1], behaviour[2]
                 else:
                     code = behaviour[1]
-                payload = b"" if code < 400 else _BODY % str(code).encode()
+                payload = b"" if code < 400 else _BODY % str(aws_code or code).encode()
                 if code < 400:
                     payload = (b"<DescribeRegionsResponse><requestId>ok</requestId>"
                                b"<regionInfo/></DescribeRegionsResponse>")
@@ -94,6 +104,7 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.gate.set()  # release any answer still held
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -1,0 +1,148 @@
+"""``enable_metrics()`` with no argument: boto3's default session, and every boto 2 connection
+created afterwards.
+
+boto3 clients made from the default session (``boto3.client(...)``, ``boto3.resource(...)``)
+get the botocore handlers from it. boto 2 has no session, so ``AWSAuthConnection.__init__`` is
+wrapped, only when boto imports, to give each new connection a hook; disabling puts the original
+back (or, when someone wrapped it after us, leaves ours inert).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Any, Optional
+
+from ._errors import ConfigurationError
+from .boto2 import BotoRequestHook, connection_region, connection_service
+
+
+class GlobalHook:
+    """What ``enable_metrics()`` installed.
+
+    Attributes:
+        registry: the prometheus_client registry recorded into.
+        server: the metrics server, when enable_metrics started one.
+        botocore: the :class:`~boto_prom.botocore.BotocoreHook` on boto3's default session, or
+            None when boto3 does not import.
+        boto2: True when new boto 2 connections are instrumented (boto imports).
+        active: False once :func:`boto_prom.disable_metrics` undid it.
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self.registry = recorder.registry
+        self.server: Any = None
+        self.botocore: Any = None
+        self.boto2 = False
+        self.active = True
+        self._session: Any = None
+
+
+_current: Optional[GlobalHook] = None
+_lock = threading.Lock()
+
+
+def enable_global(recorder: Any) -> GlobalHook:
+    """Instrument boto3's default session and new boto 2 connections; idempotent."""
+    global _current
+    with _lock:
+        if _current is not None:
+            return _current
+        hook = GlobalHook(recorder)
+        try:
+            import boto3
+        except ImportError:
+            boto3 = None
+        if boto3 is not None:
+            from .botocore import BotocoreHook, instrument
+
+            if boto3.DEFAULT_SESSION is None:
+                boto3.setup_default_session()  # what boto3.client() would do on first use
+            hook._session = boto3.DEFAULT_SESSION
+            hook.botocore = instrument(hook._session, BotocoreHook(recorder))
+        hook.boto2 = _patch_boto2(hook)
+        if hook.botocore is None and not hook.boto2:
+            raise ConfigurationError(
+                "enable_metrics() with no argument instruments boto3 and boto 2, and neither "
+                "imports here; install boto3 (or boto 2 on Python 3.11 and older)."
+            )
+        _current = hook
+        return hook
+
+
+def disable_global() -> bool:
+    """Undo :func:`enable_global`; True when it was on."""
+    global _current
+    with _lock:
+        hook, _current = _current, None
+    if hook is None:
+        return False
+    hook.active = False
+    if hook.botocore is not None:
+        from .botocore import uninstrument
+
+        uninstrument(hook._session)
+    if hook.boto2:
+        _unpatch_boto2()
+    return True
+
+
+# --- boto 2 -------------------------------------------------------------------------------------
+
+def _patch_boto2(owner: GlobalHook) -> bool:
+    try:
+        from boto.connection import AWSAuthConnection
+    except Exception:  # not installed, or Python 3.12+ where boto 2 cannot import
+        return False
+    original = AWSAuthConnection.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if not owner.active:
+            return
+        try:
+            existing = getattr(self, "request_hook", None)
+            if not isinstance(existing, BotoRequestHook):
+                self.set_request_hook(_ConnectionHook(owner, self, existing))
+        except Exception:
+            owner.recorder.guard.failed("boto2_global")
+
+    __init__._boto_prom_original = original  # type: ignore[attr-defined]
+    AWSAuthConnection.__init__ = __init__
+    return True
+
+
+def _unpatch_boto2() -> None:
+    from boto.connection import AWSAuthConnection
+
+    original = getattr(AWSAuthConnection.__init__, "_boto_prom_original", None)
+    if original is not None:
+        AWSAuthConnection.__init__ = original
+
+
+class _ConnectionHook(BotoRequestHook):
+    """The hook each new boto 2 connection gets: labels read from the connection at its first
+    request (programs often set ``auth_service_name`` after construction), and inert once
+    global metrics are disabled."""
+
+    def __init__(self, owner: GlobalHook, conn: Any, previous: Any) -> None:
+        super().__init__(previous=previous, recorder=owner.recorder)
+        self._owner = owner
+        self._conn = weakref.ref(conn)
+
+    def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
+        if self._owner.active:
+            if self.aws_service is None:
+                conn = self._conn()
+                if conn is not None:
+                    try:
+                        self.aws_region = connection_region(conn)
+                        self.aws_service = connection_service(conn)
+                    except Exception:
+                        self._guard.failed("labels")
+            super().handle_request_data(request, response, error)
+        elif self.previous is not None:
+            self.previous.handle_request_data(request, response, error)
