@@ -890,3 +890,39 @@ def test_failing_sink_does_not_break_the_call(fault_server, registry):
     assert value(registry, "boto_prom_hook_errors_total", stage="explode") == 1
     assert value(registry, "boto_requests_total", action="DescribeRegions", status_code="200",
                  **EC2) == 1
+
+
+# --- cardinality limits on the botocore path --------------------------------------------------
+
+def test_filters_skip_calls_entirely(moto_url, registry):
+    """A filtered-out service or action leaves no series at all: no request, attempt or
+    in-flight sample."""
+    ec2 = make_client("ec2", moto_url)
+    iam = make_client("iam", moto_url)
+    for client in (ec2, iam):
+        enable_metrics(client, registry=registry, start_server=False,
+                       allowed_services=["ec2"], ignored_actions=["DescribeVolumes"])
+    ec2.describe_instances()
+    ec2.describe_volumes()
+    iam.list_users()
+    assert {dict(k)["action"] for k in series(registry, "boto_requests")} == {
+        "DescribeInstances"}
+    attempts = {dict(s.labels)["action"] for f in registry.collect()
+                if f.name == "boto_attempt_duration_seconds" for s in f.samples
+                if s.name.endswith("_count")}
+    assert attempts == {"DescribeInstances"}
+    in_flight = {dict(k)["aws_service"] for k in series(registry, "boto_requests_in_flight")}
+    assert in_flight == {"ec2"}
+
+
+def test_attempts_fold_with_the_label_set_cap(moto_url, registry):
+    """Past max_label_sets, the attempt histogram counts under action="_other" like the rest."""
+    client = make_client("ec2", moto_url)
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client.describe_instances()
+    client.describe_volumes()
+    attempts = {dict(s.labels)["action"]: s.value for f in registry.collect()
+                if f.name == "boto_attempt_duration_seconds" for s in f.samples
+                if s.name.endswith("_count")}
+    assert attempts == {"DescribeInstances": 1.0, "_other": 1.0}
+    assert value(registry, "boto_prom_label_sets_folded_total") == 1

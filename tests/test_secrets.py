@@ -2,8 +2,8 @@
 
 Each feature is one block below, registered with ``@feature``: it does real work with the
 secrets and returns {where: text} of everything it produced that someone else could read (a
-scrape, what a gateway holds, a child's stderr). boto-prom's own log records are scanned for
-all of them. A new feature (the CSV sink, the botocore adapter) is one more block.
+scrape, what a gateway holds, a child's stderr, a CSV file). boto-prom's own log records are
+scanned for all of them. A new feature is one more block.
 """
 
 from __future__ import annotations
@@ -157,6 +157,57 @@ def push_at_exit(scan: Scan) -> Dict[str, str]:
     return outputs
 
 
+@feature
+def csv_rows(scan: Scan) -> Dict[str, str]:
+    """boto 2 calls with every secret, written as rows in both CSV formats; then the files."""
+    ec2, s3 = scan.connections()
+    outputs = {}
+    for fmt in ("csv", "requestlog"):
+        path = scan.tmp_path / f"requests-{fmt}.log"
+        boto_prom.enable_metrics(s3, registry=scan.registry, start_server=False,
+                                 csv_path=str(path), csv_format=fmt)
+        bucket = s3.create_bucket(f"{SECRETS['bucket']}-{fmt}", location="us-west-2")
+        bucket.new_key(SECRETS["object_key"]).set_contents_from_string("data")
+        assert bucket.get_key(SECRETS["object_key"] + "-missing") is None
+        boto_prom.disable_metrics(s3)
+        writer = boto_prom.get_csv_writer(str(path))
+        writer.flush()
+        text = path.read_text()
+        assert "PutObject" in text and "HeadObject" in text
+        outputs[f"{fmt} file"] = text
+    return outputs
+
+
+@feature
+def boto3_calls(scan: Scan) -> Dict[str, str]:
+    """boto3 clients with every secret as credentials, bucket, key and tag; then a scrape in
+    both formats (OpenMetrics carries exemplars)."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    session = boto3.Session(aws_access_key_id=SECRETS["access_key"],
+                            aws_secret_access_key=SECRETS["secret_key"],
+                            aws_session_token=SECRETS["session_token"],
+                            region_name="us-west-2")
+    boto_prom.enable_metrics(session, registry=scan.registry, start_server=False)
+    endpoint = f"http://127.0.0.1:{scan.aws.port}"
+    s3 = session.client("s3", endpoint_url=endpoint)
+    ec2 = session.client("ec2", endpoint_url=endpoint)
+    bucket = f"{SECRETS['bucket']}-boto3"
+    s3.create_bucket(Bucket=bucket,
+                     CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    s3.put_object(Bucket=bucket, Key=SECRETS["object_key"], Body=b"data")
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=bucket, Key=SECRETS["object_key"] + "-missing")
+    ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [SECRETS["tag_value"]]}])
+    boto_prom.disable_metrics(session)
+    text = generate_latest(scan.registry).decode()
+    assert 'action="PutObject"' in text and 'error_type="NoSuchKey"' in text
+    return {"boto3 scrape": text, "boto3 openmetrics": openmetrics(scan.registry).decode()}
+
+
 def test_no_secret_in_any_output(aws, registry, tmp_path, caplog):
     """No access key, secret key, token, bucket, object key or password reaches any output."""
     binary = require_binary("prometheus-pushgateway")
@@ -172,7 +223,7 @@ def test_no_secret_in_any_output(aws, registry, tmp_path, caplog):
         stop(proc)
     outputs["boto_prom logs"] = "\n".join(
         f"{r.getMessage()} {r.exc_info}" for r in caplog.records if r.name.startswith("boto_prom"))
-    assert len(outputs) >= 8
+    assert len(outputs) >= 12
     leaks = [(name, where) for where, text in outputs.items()
              for name, secret in SECRETS.items() if secret in text]
     assert leaks == []
