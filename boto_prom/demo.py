@@ -1,7 +1,8 @@
 """``boto-prom demo``: a realistic boto 2 workload against an embedded AWS-protocol server.
 
 It starts moto's server in-process on loopback, points boto 2 EC2, S3, DynamoDB and IAM
-connections at it with :func:`boto_prom.enable_metrics` on, drives a mix of calls (about one in
+connections (and boto3 SQS, S3 and DynamoDB clients, when boto3 imports) at it with
+:func:`boto_prom.enable_metrics` on, drives a mix of calls (about one in
 ten fails with a 4xx, as real programs' calls do), serves ``/metrics``, and prints a progress
 line. Nothing leaves the machine; the credentials are fake.
 """
@@ -110,7 +111,8 @@ class LocalAWS:
 
 
 class _Workload:
-    """The calls the demo makes: mostly successes, some 4xx errors, over four services."""
+    """The calls the demo makes: mostly successes, some 4xx errors, over EC2, S3, DynamoDB and
+    IAM through boto 2, and SQS, S3 and DynamoDB through boto3 when it imports."""
 
     def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> None:
         self.ec2 = aws.ec2()
@@ -121,7 +123,7 @@ class _Workload:
             enable(conn)
         self._rng = random.Random(7)
         self._set_up()
-        weighted: List[Tuple[int, Callable[[], Any]]] = [
+        weighted: List[Tuple[int, Callable[[], Any]]] = self._boto3_ops(aws, enable) + [
             (6, self.ec2.get_all_instances),
             (3, self.ec2.get_all_volumes),
             (1, lambda: self.ec2.get_all_instances(instance_ids=["i-00000000000000000"])),
@@ -136,6 +138,43 @@ class _Workload:
             (1, lambda: self.iam.get_user("boto-prom-no-such-user")),  # 404
         ]
         self._ops = [op for weight, op in weighted for _ in range(weight)]
+
+    def _boto3_ops(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> List[Tuple[int, Any]]:
+        """boto3 clients beside the boto 2 connections, when boto3 imports: the same metric
+        names from both SDKs, so the dashboard shows old and new code side by side."""
+        try:
+            import boto3
+            from botocore.exceptions import ClientError
+        except ImportError:
+            return []
+        session = boto3.Session(aws_access_key_id=_ACCESS_KEY,
+                                aws_secret_access_key=_SECRET_KEY, region_name=_REGION)
+        enable(session)
+        url = f"http://{aws.host}:{aws.port}"
+        sqs = session.client("sqs", endpoint_url=url)
+        s3 = session.client("s3", endpoint_url=url)
+        ddb = session.client("dynamodb", endpoint_url=url)
+        queue = sqs.create_queue(QueueName="boto-prom-demo")["QueueUrl"]
+
+        def quietly(call: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
+            def op() -> None:
+                try:
+                    call(**kwargs)
+                except ClientError:
+                    pass  # the 4xx share of the workload
+
+            return op
+
+        return [
+            (3, quietly(sqs.send_message, QueueUrl=queue, MessageBody="hello")),
+            (3, quietly(sqs.receive_message, QueueUrl=queue, MaxNumberOfMessages=5,
+                        WaitTimeSeconds=0)),
+            (3, lambda: s3.get_object(Bucket=_BUCKET,
+                                      Key=f"reports/{self._rng.randrange(50)}.json")["Body"].read()),
+            (1, quietly(s3.get_object, Bucket=_BUCKET, Key="missing/key")),  # NoSuchKey
+            (3, quietly(ddb.get_item, TableName=_TABLE, Key={"id": {"S": "1"}})),
+            (1, quietly(ddb.describe_table, TableName="boto-prom-no-such-table")),  # 400
+        ]
 
     def _set_up(self) -> None:
         self.bucket = self.s3.create_bucket(_BUCKET, location=_REGION)

@@ -35,7 +35,8 @@ def test_demo_runs_for_its_duration_and_reports():
 
 @needs_boto2
 def test_demo_serves_metrics_and_stops_on_ctrl_c():
-    """While the demo runs its /metrics has traffic from all four services; SIGINT ends it."""
+    """While the demo runs its /metrics has boto 2 and boto3 traffic from five services;
+    SIGINT ends it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", "100"],
         stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -44,11 +45,11 @@ def test_demo_serves_metrics_and_stops_on_ctrl_c():
         url = re.search(r"metrics on (\S+)", line).group(1)
         deadline = time.monotonic() + 30
         services = set()
-        while time.monotonic() < deadline and len(services) < 4:
+        while time.monotonic() < deadline and len(services) < 5:
             body = urllib.request.urlopen(url, timeout=5).read().decode()
             services = set(re.findall(r'boto_requests_total\{[^}]*aws_service="(\w+)"', body))
             time.sleep(0.2)
-        assert services == {"ec2", "s3", "dynamodb", "iam"}
+        assert services == {"ec2", "s3", "dynamodb", "iam", "sqs"}
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

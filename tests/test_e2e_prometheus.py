@@ -304,3 +304,13 @@ def test_alert_rules_are_loaded_and_evaluate(observed):
     assert isinstance(observed.rules, list), observed.rules
     assert {rule["name"] for rule in observed.rules} == expected
     assert [(r["name"], r.get("lastError")) for r in observed.rules if r["health"] != "ok"] == []
+
+
+def test_boto3_traffic_shows_on_the_same_panels(observed):
+    """The demo's boto3 SQS calls appear on the request-rate and latency panels beside the
+    boto 2 series, with no boto3-specific query."""
+    for title in ("Request rate by action", "Latency p50 / p90 / p99 by action / A"):
+        result = next(r for where, (_, r) in observed.panels.items() if where.startswith(title))
+        series = {(s["metric"].get("aws_service"), s["metric"].get("action")) for s in result}
+        assert ("sqs", "SendMessage") in series, title
+        assert ("ec2", "DescribeInstances") in series, title
