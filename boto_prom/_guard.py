@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Set
+from typing import Any, Optional, Set
 
 log = logging.getLogger("boto_prom")
 
@@ -40,3 +40,17 @@ class Guard:
                 log.debug(message, stage, suffix, exc_info=not detail)
         except Exception:  # pragma: no cover - the last line of defence
             pass
+
+    def size(self, value: Any, stage: str) -> Optional[int]:
+        """A byte count from a header value; None when absent (chunked, empty: not an error)
+        or unusable (not a whole number of 0 or more: counted and logged at stage)."""
+        if value is None:
+            return None
+        try:
+            size = int(value)
+        except (TypeError, ValueError):
+            size = -1
+        if size < 0:
+            self.failed(stage, "unusable Content-Length")
+            return None
+        return size

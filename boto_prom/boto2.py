@@ -206,10 +206,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         headers = getattr(request, "headers", None)
         length = headers.get("Content-Length") if isinstance(headers, dict) else None
         if length is not None:
-            size = _to_size(length)
-            if size is None:
-                self._guard.failed("request_size", "unusable request Content-Length")
-            return size
+            return self._guard.size(length, "request_size")
         body = getattr(request, "body", None)
         if isinstance(body, (bytes, str)):
             return len(body)
@@ -226,20 +223,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         except Exception:
             self._guard.failed("response_size")
             return None
-        if length is None:
-            return None  # chunked or empty: unknown, not an error
-        size = _to_size(length)
-        if size is None:
-            self._guard.failed("response_size", "unusable response Content-Length")
-        return size
-
-
-def _to_size(value: Any) -> Optional[int]:
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        return None
-    return size if size >= 0 else None
+        return self._guard.size(length, "response_size")
 
 
 def _request_id(response: Any) -> Optional[str]:

@@ -236,12 +236,7 @@ class BotocoreHook:
         except Exception:
             self._guard.failed("response_size")
             return None
-        if length is None:
-            return None  # chunked or empty: unknown, not an error
-        size = _to_size(length)
-        if size is None:
-            self._guard.failed("response_size", "unusable response Content-Length")
-        return size
+        return self._guard.size(length, "response_size")
 
 
 # --- the handlers every hook shares: they finish whatever call they find ----------------------
@@ -282,7 +277,7 @@ def _on_before_send(request: Any = None, **kwargs: Any) -> None:
     try:
         if _PREPARED_HAS_CONTEXT:
             _start_attempt(call)
-        call.request_bytes = _request_bytes(request)
+        call.request_bytes = _request_bytes(request, call.hook._guard)
         call.attempt_start = _clock()
     except Exception:
         call.hook._guard.failed("before_send")
@@ -331,21 +326,14 @@ def _error_code(parsed: Any) -> Optional[str]:
     return safe_name(code)
 
 
-def _request_bytes(request: Any) -> Optional[int]:
+def _request_bytes(request: Any, guard: Any) -> Optional[int]:
     body = getattr(request, "body", None)
     if body is None:
         return 0
     if isinstance(body, (bytes, bytearray)):
         return len(body)
-    return _to_size(request.headers.get("Content-Length"))  # a stream: trust its header
-
-
-def _to_size(value: Any) -> Optional[int]:
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        return None
-    return size if size >= 0 else None
+    # A stream: trust its header.
+    return guard.size(request.headers.get("Content-Length"), "request_size")
 
 
 # --- enabling and disabling -------------------------------------------------------------------
