@@ -40,6 +40,9 @@ DEFAULT_MAX_LABEL_SETS = 2000
 OTHER = "_other"
 """The label value that folded label sets are counted under."""
 
+MAX_ERROR_TYPES = 50
+"""Distinct error_type values kept per label set; more are counted as error_type="_other"."""
+
 # Past the cap, a new label set keeps its service and region and becomes action="_other";
 # only this many such (service, region, "_other") sets are made, then everything else goes
 # to ("_other", "_other", "_other"), so the total stays bounded whatever the labels are.
@@ -254,7 +257,13 @@ class PrometheusMetrics:
         if error_type is not None:
             counter = children.errors.get(error_type)
             if counter is None:
-                counter = children.errors[error_type] = self.errors.labels(*labels, error_type)
+                if len(children.errors) >= MAX_ERROR_TYPES:
+                    # Error codes come from the server: past a bound, fold them too.
+                    error_type = OTHER
+                    counter = children.errors.get(OTHER)
+                if counter is None:
+                    counter = children.errors[error_type] = self.errors.labels(*labels,
+                                                                               error_type)
             counter.inc()  # type: ignore[attr-defined]
             if rec.throttled:
                 children.throttled.inc()

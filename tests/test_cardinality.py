@@ -199,3 +199,19 @@ def test_cap_from_environment_and_conflicting_caps(aws, registry, monkeypatch):
     with pytest.raises(ConfigurationError, match="differs from the cap"):
         boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False,
                                  max_label_sets=6)
+
+
+def test_error_types_per_label_set_are_bounded(registry):
+    """A server inventing error codes cannot grow the error series past MAX_ERROR_TYPES."""
+    from boto_prom.metrics import MAX_ERROR_TYPES, metrics_for
+    from boto_prom.record import RequestRecord
+
+    metrics = metrics_for(registry)
+    for n in range(MAX_ERROR_TYPES + 25):
+        metrics.record(RequestRecord("botocore", "s3", "us-west-2", "GetObject", "400", 0.01,
+                                     0, 0, f"InventedCode{n}", False, None, 0.0))
+    errors = {s.labels["error_type"]: s.value for f in registry.collect()
+              if f.name == "boto_request_errors" for s in f.samples if s.name.endswith("_total")}
+    assert len(errors) == MAX_ERROR_TYPES + 1
+    assert errors["_other"] == 25
+    assert sum(errors.values()) == MAX_ERROR_TYPES + 25
