@@ -22,8 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"boto-prom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="run a boto 2 workload against an embedded AWS-protocol server (moto) "
-        "and serve its metrics")
+        "demo", help="run boto 2 and boto3 calls against an embedded AWS-protocol server "
+        "(moto) and serve their metrics")
     demo.add_argument("--port", type=int, default=None,
                       help="metrics port (default: BOTO_PROM_PORT or 9875; 0 picks a free one)")
     demo.add_argument("--addr", default=None,
@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive, default=0.0,
                       help="seconds to run (default: 0, until Ctrl-C)")
     demo.add_argument("--rate", type=_positive, default=20.0,
-                      help="AWS calls per second (default: 20; 0 as fast as possible)")
+                      help="workload steps per second, each one or two AWS requests "
+                      "(default: 20; 0 as fast as possible)")
     return parser
 
 
@@ -52,9 +53,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             run_demo(port=args.port, addr=args.addr, duration=args.duration, rate=args.rate)
         except ConfigurationError as exc:
-            print(f"boto-prom: {exc}", file=sys.stderr)
+            print(f"boto-prom: {exc} (On the command line: --port and --addr.)",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            print("boto-prom demo: interrupted while starting", file=sys.stderr)
             return 130
     return 0
 

@@ -449,8 +449,8 @@ class CsvWriter:
             rows.append((
                 "%s.%03dZ" % (utc, int((ts - second) * 1000)),
                 rec.aws_service, rec.aws_region, rec.action, rec.status_code,
-                rec.duration_seconds, rec.request_bytes, rec.response_bytes, rec.error_type,
-                rec.request_id,
+                _micro(rec.duration_seconds), rec.request_bytes, rec.response_bytes,
+                rec.error_type, rec.request_id,
             ))
         csv.writer(_Lines(lines), lineterminator="\n").writerows(rows)  # None -> ""
         return lines
@@ -465,7 +465,8 @@ class CsvWriter:
             status = rec.status_code
             length = 0 if status in _BOTO_RETRIED_STATUSES else rec.response_bytes
             lines.append("'%s', '%s', '%s', '%s', '%s'\n" % (
-                self._times(rec.timestamp)[2], status, rec.duration_seconds, length, rec.action))
+                self._times(rec.timestamp)[2], status, _micro(rec.duration_seconds), length,
+                rec.action))
         return lines
 
 
@@ -499,6 +500,12 @@ class CsvSink:
         """Queue rec for the writer, or count it dropped when the queue is full."""
         if not self._offer((rec, self.metrics)):
             self._queue_full.inc()
+
+
+def _micro(seconds: Optional[float]) -> Optional[float]:
+    # Microseconds, as boto 2's timedelta gives them; botocore's monotonic clock has more
+    # digits than anyone can use (and rounding a boto 2 value changes nothing).
+    return None if seconds is None else round(seconds, 6)
 
 
 # --- one writer per path -------------------------------------------------------------------------

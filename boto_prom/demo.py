@@ -250,11 +250,14 @@ def histogram_quantile(q: float, buckets: Dict[float, float]) -> Optional[float]
     return lower
 
 
-def progress_line(registry: CollectorRegistry, elapsed: float) -> str:
-    """``requests 1234 (20.1/s)  errors 150 (12.2%)  p50 3.1 ms  p99 48.0 ms``."""
+def progress_line(registry: CollectorRegistry, elapsed: float, before: float = 0.0) -> str:
+    """``requests 1234 (20.1/s)  errors 150 (12.2%)  p50 3.1 ms  p99 48.0 ms``.
+
+    Totals are the registry's; the rate counts only the requests since ``before`` were
+    counted (the set-up calls made before the clock started are not a rate)."""
     requests, errors, buckets = _totals(registry)
     p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
-    rate = requests / elapsed if elapsed > 0 else 0.0
+    rate = (requests - before) / elapsed if elapsed > 0 else 0.0
     share = 100.0 * errors / requests if requests else 0.0
 
     def ms(v: Optional[float]) -> str:
@@ -279,7 +282,7 @@ def run_demo(
         port: metrics port (default as for :func:`boto_prom.enable_metrics`).
         addr: metrics address.
         duration: seconds to run; 0 runs until interrupted.
-        rate: AWS calls per second to aim for.
+        rate: workload steps per second to aim for (a step is one or two AWS requests).
         registry: where to record (default: the global registry).
         out: where the progress line goes.
         stop: set it to end the run from another thread.
@@ -307,6 +310,7 @@ def run_demo(
               file=out, flush=True)
         print("Ctrl-C to stop." if duration <= 0 else f"Running for {duration:g} s.",
               file=out, flush=True)
+        before = _totals(registry)[0]
         start = time.monotonic()
         next_report = start + 1.0
         interval = 1.0 / rate if rate > 0 else 0.0
@@ -319,9 +323,9 @@ def run_demo(
                 workload.step()
                 steps += 1
                 if now >= next_report:
-                    line = progress_line(registry, now - start)
-                    print(("\r" + line + "  ") if interactive else line, end="" if interactive else "\n",
-                          file=out, flush=True)
+                    line = progress_line(registry, now - start, before)
+                    print(("\r" + line + "  ") if interactive else line,
+                          end="" if interactive else "\n", file=out, flush=True)
                     next_report = now + (1.0 if interactive else 5.0)
                 if interval:
                     delay = start + steps * interval - time.monotonic()
@@ -331,5 +335,6 @@ def run_demo(
             pass
         if interactive:
             print(file=out)
-        print("done: " + progress_line(registry, time.monotonic() - start), file=out, flush=True)
+        print("done: " + progress_line(registry, time.monotonic() - start, before), file=out,
+              flush=True)
     return steps
