@@ -390,6 +390,21 @@ class _FloorHook:
         self._record()
 
 
+class _AppendHook:
+    """A request hook that records the least anything could: the status, the action and the
+    duration appended to a deque, no metrics at all. Its ratio is how close to 1.0 any
+    in-process recording can get on this server."""
+
+    def __init__(self) -> None:
+        import collections
+
+        self.rows: Any = collections.deque(maxlen=100_000)
+
+    def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
+        self.rows.append((request.params.get("Action"), response.status,
+                          datetime.now() - request.start_time))
+
+
 class _MotoServer:
     """moto's AWS-protocol server on loopback (boto_prom.demo.LocalAWS)."""
 
@@ -411,7 +426,9 @@ class _MotoServer:
 def bench_call(rounds: int, calls: int, budget_s: float, server: str) -> Dict[str, Any]:
     """Target 2: ``DescribeRegions`` to a loopback server, with metrics on vs off.
 
-    Two more variants put the result in context. ``floor_on`` installs a hook that makes only
+    More variants put the result in context. ``append_on`` installs a hook that only appends
+    three values to a deque: the least any in-process recording costs. ``floor_on`` installs a
+    hook that makes only
     the floor's metric calls, with fixed values: its ratio is what the metrics alone cost a
     call, the least any hook recording them could. ``off_again`` is metrics off run a second
     time: its ratio to off (ideally 1.000) shows the noise of the whole-call ratio.
@@ -445,6 +462,7 @@ def bench_call(rounds: int, calls: int, budget_s: float, server: str) -> Dict[st
             "off": runner(None),
             "on": runner(hook),
             "floor_on": runner(floor_hook),
+            "append_on": runner(_AppendHook()),
             "off_again": runner(None),
         }
         # Warm-up: connection opened and pooled, label children bound.
@@ -469,6 +487,7 @@ def bench_call(rounds: int, calls: int, budget_s: float, server: str) -> Dict[st
         "added_ns": round(on - off, 1),
         "ratio": _paired_ratio(samples["on"], samples["off"]),
         "floor_ratio": _paired_ratio(samples["floor_on"], samples["off"]),
+        "append_only_ratio": _paired_ratio(samples["append_on"], samples["off"]),
         "control_ratio": _paired_ratio(samples["off_again"], samples["off"]),
     }
 
@@ -541,6 +560,7 @@ def _human(result: Dict[str, Any]) -> str:
         f"   metrics on                        {call['on_ns'] / 1000:9.1f} us   "
         f"ratio {call['ratio']:.3f}  ({verdict('call_ratio')})",
         f"   a hook making only the floor's metric calls     ratio {call['floor_ratio']:.3f}",
+        f"   a hook only appending to a deque (no metrics)  ratio {call['append_only_ratio']:.3f}",
         f"   noise: metrics off against itself               ratio {call['control_ratio']:.3f}",
         "",
         "Python {python} ({implementation}, {machine}), boto {boto}, "
