@@ -11,10 +11,10 @@ Two knobs keep what boto-prom exports bounded and wanted:
 
 from __future__ import annotations
 
-import os
 from typing import Callable, FrozenSet, Iterable, Optional
 
 from ._errors import ConfigurationError
+from .config import int_setting
 from ._naming import safe_name
 from .record import RequestRecord
 
@@ -68,18 +68,5 @@ def make_filter(
 
 def resolve_max_label_sets(value: Optional[int]) -> Optional[int]:
     """max_label_sets, else ``BOTO_PROM_MAX_LABEL_SETS``, else None (the registry's default)."""
-    source = "max_label_sets"
-    if value is None:
-        raw = os.environ.get("BOTO_PROM_MAX_LABEL_SETS", "").strip()
-        if not raw:
-            return None
-        source = "BOTO_PROM_MAX_LABEL_SETS"
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigurationError(
-                f"BOTO_PROM_MAX_LABEL_SETS must be a whole number of 1 or more, not {raw!r}."
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{source} must be a whole number of 1 or more, not {value!r}.")
-    return value
+    return int_setting(value, "max_label_sets", "BOTO_PROM_MAX_LABEL_SETS", 1, None,
+                       "a whole number of 1 or more")

@@ -24,24 +24,30 @@ def env_flag(name: str) -> bool:
     raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
 
 
+def int_setting(value: Optional[int], name: str, env: str, minimum: int,
+                maximum: Optional[int], expected: str) -> Optional[int]:
+    """value, else the environment variable env, else None; checked to lie in
+    [minimum, maximum], or a ConfigurationError saying "<name or env> must be <expected>"."""
+    source = name
+    if value is None:
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return None
+        source = env
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{env} must be {expected}, not {raw!r}.") from None
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        raise ConfigurationError(f"{source} must be {expected}, not {value!r}.")
+    return value
+
+
 def resolve_port(port: Optional[int]) -> Optional[int]:
     """port, else ``BOTO_PROM_PORT``, else None: the running server's port, or the default
     for the first one. 0 asks the system for a free port."""
-    source = "port"
-    if port is None:
-        raw = os.environ.get("BOTO_PROM_PORT", "").strip()
-        if not raw:
-            return None
-        source = "BOTO_PROM_PORT"
-        try:
-            port = int(raw)
-        except ValueError:
-            raise ConfigurationError(
-                f"BOTO_PROM_PORT must be a port number from 0 to 65535, not {raw!r}."
-            ) from None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigurationError(f"{source} must be a port number from 0 to 65535, not {port!r}.")
-    return port
+    return int_setting(port, "port", "BOTO_PROM_PORT", 0, 65535, "a port number from 0 to 65535")
 
 
 def resolve_addr(addr: Optional[str]) -> str:

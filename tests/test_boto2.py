@@ -22,6 +22,8 @@ if HAS_BOTO2:
     import boto_prom
     from boto_prom import BotoRequestHook, disable_metrics, enable_metrics
 
+from tests.fakes import Bare as _Bare
+from tests.fakes import FakeResponse as _Response
 from tests.fault_server import closed_port
 
 
@@ -452,17 +454,6 @@ def test_bad_response_content_length_is_counted(fault_server, registry, boto_ret
 
 # --- malformed input handed straight to the hook ------------------------------------------------
 
-class _Response:
-    def __init__(self, status, headers=None):
-        self.status = status
-        self._headers = {"Content-Length": "42"} if headers is None else headers
-
-    def getheader(self, name, default=None):
-        return self._headers.get(name, default)
-
-
-class _Bare:
-    """An object with nothing boto would put on a request or a response."""
 
 
 def _request(host="ec2.us-west-2.amazonaws.com", params=None, auth_path="/", method="POST",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import HAS_BOTO2
+from tests.fakes import FakeResponse as _Response
 
 pytestmark = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
 
@@ -85,13 +86,6 @@ class Capture:
         })
 
 
-class _Response:
-    def __init__(self, status, headers=None):
-        self.status = status
-        self._headers = {"Content-Length": "42"} if headers is None else headers
-
-    def getheader(self, name, default=None):
-        return self._headers.get(name, default)
 
 
 class _Request:
