@@ -100,18 +100,23 @@ def parse_host(host: object) -> Tuple[str, str]:
             return "s3", "us-east-1"
         if label.startswith("s3-external"):
             return "s3", "us-east-1"
-    if labels[-1] in ("queue",) and len(labels) == 1:
-        return "sqs", "us-east-1"
+    if labels[-1] == "vpce" and len(labels) >= 4 and is_region(labels[-2]):
+        # An interface endpoint: vpce-<id>.<service>.<region>.vpce.amazonaws.com
+        labels = [labels[-3], labels[-2]]
     region = UNKNOWN
     if len(labels) >= 2 and is_region(labels[-1]):
-        region = labels[-1]
-        prefix = ".".join(labels[:-1])
+        region, prefix_labels = labels[-1], labels[:-1]  # ec2.us-west-2
+    elif len(labels) >= 2 and is_region(labels[-2]):
+        region, prefix_labels = labels[-2], labels[-1:]  # <domain>.us-east-1.es
     elif len(labels) >= 2 and is_region(labels[0]):
-        # Old SQS style: us-west-2.queue.amazonaws.com
-        region = labels[0]
-        prefix = ".".join(labels[1:])
+        region, prefix_labels = labels[0], labels[1:]  # old SQS: us-west-2.queue
     else:
-        prefix = ".".join(labels)
+        prefix_labels = labels
+    prefix = ".".join(prefix_labels)
+    if len(prefix_labels) > 1 and prefix not in _ENDPOINT_TO_SERVICE:
+        # Anything in front of the service's own label is an account's: an API id, a domain,
+        # a cluster or endpoint name. Never a label value.
+        prefix = prefix_labels[-1]
     service = service_from_endpoint_prefix(prefix)
     if safe_name(service) is None:
         return UNKNOWN, region

@@ -23,6 +23,12 @@ from boto_prom._naming import boto2_action, parse_host, s3_operation
     ("us-west-2.queue.amazonaws.com", ("sqs", "us-west-2")),
     ("ec2.cn-north-1.amazonaws.com.cn", ("ec2", "cn-north-1")),
     ("ec2.us-gov-west-1.amazonaws.com", ("ec2", "us-gov-west-1")),
+    ("streams.dynamodb.us-east-1.amazonaws.com", ("dynamodbstreams", "us-east-1")),
+    ("a1b2c3d4e5.execute-api.us-east-1.amazonaws.com", ("execute-api", "us-east-1")),
+    ("vpce-0a1b2c3d4e5f67890-abcd1234.ec2.us-east-1.vpce.amazonaws.com", ("ec2", "us-east-1")),
+    ("search-payroll-prod-x7k2q.us-east-1.es.amazonaws.com", ("es", "us-east-1")),
+    ("a1b2c3-ats.iot.eu-west-1.amazonaws.com", ("iot", "eu-west-1")),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com", ("ecr", "us-east-1")),
     ("localhost", ("unknown", "unknown")),
     ("127.0.0.1:5000", ("unknown", "unknown")),
     ("minio.internal.example.com", ("unknown", "unknown")),
@@ -30,7 +36,8 @@ from boto_prom._naming import boto2_action, parse_host, s3_operation
     (b"ec2.us-west-2.amazonaws.com", ("unknown", "unknown")),
 ])
 def test_parse_host(host, expected):
-    """Each host gives the service and region botocore would name, never a bucket."""
+    """Each host gives the service and region botocore would name, never a bucket, an API id,
+    a domain, a cluster or an endpoint name."""
     assert parse_host(host) == expected
 
 
