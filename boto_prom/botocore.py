@@ -95,7 +95,8 @@ class _Bound:
 class _Call:
     """One call under way: lives in botocore's context dict from before-call to after-call."""
 
-    __slots__ = ("hook", "bound", "start", "attempts", "attempt_start", "request_bytes")
+    __slots__ = ("hook", "bound", "start", "attempts", "attempt_start", "request_bytes",
+                 "in_flight")
 
     def __init__(self, hook: "BotocoreHook", bound: _Bound, start: float) -> None:
         self.hook = hook
@@ -104,6 +105,21 @@ class _Call:
         self.attempts = 0
         self.attempt_start: Optional[float] = None
         self.request_bytes: Optional[int] = None
+        self.in_flight = False  # counted in the in-flight gauge, not yet taken out
+
+    def leave_in_flight(self) -> None:
+        if self.in_flight:
+            self.in_flight = False
+            self.bound.in_flight.dec()
+
+    def __del__(self) -> None:
+        # botocore sends no after-call-error for a BaseException (Ctrl-C, SystemExit, a
+        # gevent Timeout, a cancellation): the call state is dropped with the context dict,
+        # and this takes it out of the in-flight gauge instead of leaving it up for good.
+        try:
+            self.leave_in_flight()
+        except Exception:
+            pass
 
 
 class BotocoreHook:
@@ -134,7 +150,7 @@ class BotocoreHook:
         self.active = True
         self._guard = recorder.guard
         self._metrics = recorder.metrics
-        self._bound: Dict[Tuple[Any, Any], Optional[_Bound]] = {}
+        self._bound: Dict[Tuple[Any, Any, Any], Optional[_Bound]] = {}
         self._owner: Any = None  # weak reference to the event emitter it was enabled on
 
     # --- the per-call path: dict lookups, a clock read, inc/observe -----------------------
@@ -146,17 +162,20 @@ class BotocoreHook:
             return None
         try:
             region = context.get("client_region")
-            key = (model, region)
+            # Keyed by names, not by the model objects: every client has models of its own,
+            # and a program making a client per call would otherwise keep them all alive.
+            key = (getattr(getattr(model, "service_model", None), "service_name", None),
+                   getattr(model, "name", None), region)
             bound = self._bound.get(key, _UNBOUND)
             if bound is _UNBOUND:
-                bound = self._bind(model, region)
+                bound = self._bind(model, region, key)
             if bound is not None:
                 context[_KEY] = _Call(self, bound, _clock())
         except Exception:
             self._guard.failed("before_call")
         return None
 
-    def _bind(self, model: Any, region: Any) -> Optional[_Bound]:
+    def _bind(self, model: Any, region: Any, key: Tuple[Any, Any, Any]) -> Optional[_Bound]:
         service = self.aws_service
         if service is None:
             service_model = getattr(model, "service_model", None)
@@ -169,7 +188,7 @@ class BotocoreHook:
         else:
             bound = _Bound(self._metrics, (service, region_label, action))
         if len(self._bound) < _BOUND_CACHE_LIMIT:
-            self._bound[(model, region)] = bound
+            self._bound[key] = bound
         return bound
 
     def _finish(self, call: _Call, context: Any, http: Any, parsed: Any,
@@ -177,14 +196,15 @@ class BotocoreHook:
         try:
             duration = _clock() - call.start
             if call.attempts:
-                call.bound.in_flight.dec()
+                call.leave_in_flight()
             elif exception is None:
                 return  # answered before any HTTP attempt (botocore's Stubber): not an AWS call
             rec = self._build(call, context, http, parsed, exception, duration)
         except Exception:
             self._guard.failed("record")
             return
-        self.recorder.record(rec)
+        # Filters were applied when the call's labels were bound, before any folding.
+        self.recorder.record(rec, accepted=True)
 
     def _build(self, call: _Call, context: Any, http: Any, parsed: Any,
                exception: Optional[BaseException], duration: float) -> RequestRecord:
@@ -249,6 +269,7 @@ def _start_attempt(call: _Call) -> None:
     call.attempts += 1
     if call.attempts == 1:
         call.bound.in_flight.inc()
+        call.in_flight = True
 
 
 def _on_request_created(request: Any = None, **kwargs: Any) -> None:

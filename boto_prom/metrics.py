@@ -80,10 +80,11 @@ class _Children:
     """The label-bound children of one (service, region, action) label set."""
 
     __slots__ = ("labels", "duration", "request_size", "response_size", "throttled", "requests",
-                 "errors", "retries", "exhausted", "exemplar_due")
+                 "errors", "retries", "exhausted", "exemplar_due", "folded")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
         self.labels = labels
+        self.folded = False  # the label set calls past max_label_sets are counted under
         self.duration = metrics.duration.labels(*labels)
         self.request_size = metrics.request_size.labels(*labels)
         self.response_size = metrics.response_size.labels(*labels)
@@ -215,7 +216,6 @@ class PrometheusMetrics:
                 self._kept += 1
                 children = self._children[labels] = _Children(self, labels)
                 return children
-            self.folded.inc()
             folded = (labels[0], labels[1], OTHER)
             children = self._children.get(folded)
             if children is None:
@@ -225,12 +225,15 @@ class PrometheusMetrics:
                 if children is None:
                     self._fold_sets += 1
                     children = self._children[folded] = _Children(self, folded)
+                    children.folded = True
             return children
 
     def record(self, rec: RequestRecord) -> None:
         """Count one finished call in every metric it belongs to."""
         children = self._bound((rec.aws_service, rec.aws_region, rec.action))
         labels = children.labels
+        if children.folded:
+            self.folded.inc()
         status = rec.status_code
         counter = children.requests.get(status)
         if counter is None:

@@ -36,10 +36,16 @@ class Recorder:
         # Reading the request id costs header lookups on every call: only when a sink uses it.
         self.wants_request_id = any(getattr(s, "wants_request_id", False) for s in self.sinks)
 
-    def record(self, rec: RequestRecord) -> None:
-        """Give rec to every sink. Never raises."""
+    def record(self, rec: RequestRecord, accepted: bool = False) -> None:
+        """Give rec to every sink, unless the filters reject it. Never raises.
+
+        Args:
+            rec: the record.
+            accepted: the adapter already applied the filters (to the labels as they were
+                before the Prometheus sink folded them).
+        """
         accept = self.accept
-        if accept is not None:
+        if accept is not None and not accepted:
             try:
                 if not accept(rec.aws_service, rec.action):
                     return
