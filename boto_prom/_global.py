@@ -112,15 +112,23 @@ def _patch_boto2(owner: GlobalHook) -> bool:
 
     __init__._boto_prom_original = original  # type: ignore[attr-defined]
     AWSAuthConnection.__init__ = __init__
+    global _wrapper
+    _wrapper = __init__
     return True
 
 
+_wrapper: Any = None  # our __init__ wrapper while it is installed
+
+
 def _unpatch_boto2() -> None:
+    global _wrapper
     from boto.connection import AWSAuthConnection
 
-    original = getattr(AWSAuthConnection.__init__, "_boto_prom_original", None)
-    if original is not None:
-        AWSAuthConnection.__init__ = original
+    wrapper, _wrapper = _wrapper, None
+    # Only our own wrapper is taken out. A wrapper someone put on top of ours (functools.wraps
+    # copies our marker onto it) stays, and ours under it is inert once the owner is inactive.
+    if wrapper is not None and AWSAuthConnection.__dict__.get("__init__") is wrapper:
+        AWSAuthConnection.__init__ = wrapper._boto_prom_original
 
 
 class _ConnectionHook(BotoRequestHook):
@@ -132,6 +140,11 @@ class _ConnectionHook(BotoRequestHook):
         super().__init__(previous=previous, recorder=owner.recorder)
         self._owner = owner
         self._conn = weakref.ref(conn)
+
+    @property
+    def active(self) -> bool:
+        """False once global metrics were disabled: the hook only passes calls on."""
+        return self._owner.active
 
     def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
         if self._owner.active:

@@ -117,6 +117,10 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         self._guard = recorder.guard
         self._hosts: Dict[Any, Tuple[str, str]] = {}
 
+    active = True
+    """False for a hook that no longer records (see boto_prom._global); enabling again
+    replaces such a hook."""
+
     # The per-request path: reads, label lookups and inc/observe, nothing else.
     def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
         """Record one request; called by boto 2. Never raises, whatever it is handed."""
@@ -182,7 +186,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
                 else:
                     response_bytes = self._response_bytes(response)
                 if self.recorder.wants_request_id:
-                    request_id = _request_id(response)
+                    request_id = _request_id(response, self._guard)
         return RequestRecord(
             "boto2", service, region, action, status_code, duration, request_bytes,
             response_bytes, error_type, throttled, request_id, time.time(),
@@ -226,7 +230,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         return self._guard.size(length, "response_size")
 
 
-def _request_id(response: Any) -> Optional[str]:
+def _request_id(response: Any, guard: Any) -> Optional[str]:
     try:
         # http.client's parsed headers answer a lookup in about half the time getheader takes
         # (it collects and joins every value); this runs on every call when a CSV file is on.
@@ -237,5 +241,5 @@ def _request_id(response: Any) -> Optional[str]:
             if value:
                 return safe_request_id(value)
     except Exception:
-        return None
+        guard.failed("request_id")
     return None

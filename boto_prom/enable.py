@@ -147,7 +147,7 @@ def enable_metrics(
         from .boto2 import BotoRequestHook
 
         existing = getattr(target, "request_hook", None)
-        if isinstance(existing, BotoRequestHook):
+        if isinstance(existing, BotoRequestHook) and existing.active:
             return existing
 
     from .csvlog import csv_sinks
@@ -178,10 +178,13 @@ def _install(kind: str, target: Any, recorder: Any, aws_service: Optional[str],
     if kind == "boto2":
         from .boto2 import BotoRequestHook, connection_region, connection_service
 
+        previous = getattr(target, "request_hook", None)
+        if isinstance(previous, BotoRequestHook):
+            previous = previous.previous  # an inactive hook of ours: replace it
         hook = BotoRequestHook(
             aws_service=aws_service or connection_service(target),
             aws_region=aws_region or connection_region(target),
-            previous=getattr(target, "request_hook", None),
+            previous=previous,
             recorder=recorder,
         )
         target.set_request_hook(hook)

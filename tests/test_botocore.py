@@ -815,8 +815,9 @@ def test_handlers_never_raise_on_malformed_input(registry, caplog):
             assert handler(context=None) is None
             assert handler(context="context") is None
             assert handler(context={"boto_prom.call": None}) is None
+    # model=None with context=None fails; a model of the wrong type only gets "unknown" labels.
     assert hook_errors(registry) == {
-        (("stage", "before_call"),): 2.0}
+        (("stage", "before_call"),): 1.0}
     assert series(registry, "boto_requests") == {}
     assert [r.levelno for r in caplog.records].count(logging.WARNING) == 1
 
@@ -926,3 +927,93 @@ def test_attempts_fold_with_the_label_set_cap(moto_url, registry):
                 if s.name.endswith("_count")}
     assert attempts == {"DescribeInstances": 1.0, "_other": 1.0}
     assert value(registry, "boto_prom_label_sets_folded_total") == 1
+
+
+# --- what a review found: interrupted calls, client churn, global re-enabling -------------------
+
+def test_interrupted_call_leaves_the_in_flight_gauge(fault_server, registry):
+    """A call ended by a BaseException (Ctrl-C while waiting for the answer), which botocore
+    never reports to after-call handlers, still leaves the in-flight gauge."""
+    import gc
+    import signal
+
+    fault_server.script(("slow", 2.0, 200), ("status", 200))
+    client = make_client("ec2", fault_url(fault_server))
+    enable_metrics(client, registry=registry, start_server=False)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        client.describe_regions()
+    except KeyboardInterrupt:
+        pass
+    else:  # pragma: no cover - reported below
+        pytest.fail("the interrupt did not reach the caller")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    gc.collect()
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+    client.describe_regions()
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+
+
+def test_a_client_per_call_keeps_one_cache_entry(moto_url, registry):
+    """Clients made one per call from an enabled session share one bound label set, so their
+    models are not kept alive by the hook."""
+    session = boto3.session.Session()
+    hook = enable_metrics(session, registry=registry, start_server=False)
+    for _ in range(5):
+        make_client("ec2", moto_url, session=session).describe_regions()
+    assert len(hook._bound) == 1
+    assert value(registry, "boto_requests_total", action="DescribeRegions",
+                 status_code="200", **EC2) == 5
+
+
+def test_folded_calls_are_counted_per_call(moto_url, registry):
+    """boto_prom_label_sets_folded_total counts every call folded, on the botocore path too."""
+    client = make_client("ec2", moto_url)
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client.describe_regions()
+    for _ in range(3):
+        client.describe_volumes()
+    assert value(registry, "boto_prom_label_sets_folded_total") == 3
+    assert value(registry, "boto_requests_total", action="_other", status_code="200",
+                 **EC2) == 3
+
+
+@pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+def test_global_disable_keeps_a_later_wrapper_and_allows_re_enabling(default_session, aws,
+                                                                     registry):
+    """disable_metrics() leaves a wrapper another library put over boto 2's constructor, and a
+    connection made while global metrics were on can be enabled on its own afterwards."""
+    import functools
+
+    from boto.connection import AWSAuthConnection
+
+    enable_metrics(registry=registry, start_server=False)
+    conn = aws.ec2()
+    ours = AWSAuthConnection.__init__
+    seen = []
+
+    @functools.wraps(ours)
+    def theirs(self, *args, **kwargs):
+        seen.append(type(self).__name__)
+        ours(self, *args, **kwargs)
+
+    AWSAuthConnection.__init__ = theirs
+    try:
+        assert disable_metrics() is True
+        assert AWSAuthConnection.__init__ is theirs
+        aws.ec2()
+        assert seen == ["EC2Connection"]
+    finally:
+        AWSAuthConnection.__init__ = ours._boto_prom_original
+    hook = enable_metrics(conn, registry=registry, start_server=False)
+    assert hook.active and hook is conn.request_hook
+    conn.get_all_regions()
+    assert value(registry, "boto_requests_total", action="DescribeRegions",
+                 status_code="200", **EC2) == 1
