@@ -9,7 +9,8 @@ a normal interpreter exit are written first (``atexit``).
 
 Every row is accounted for: in the registry of the hook that recorded it,
 ``boto_prom_csv_rows_written_total + boto_prom_csv_rows_dropped_total + queued`` equals the rows
-recorded, ``queued`` being :attr:`CsvWriter.queued`.
+recorded, ``queued`` being :attr:`CsvWriter.queued`. A row recorded once its writer is closed (by an
+``atexit`` handler that runs after the exit flush, say) is refused and counted dropped.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ class CsvMetrics:
         dropped = Counter(
             "boto_prom_csv_rows_dropped",
             "Rows the CSV writer dropped, by reason: queue_full (the writer was behind and the "
-            "queue was full) or write_error (the file could not be written).",
+            "queue was full), write_error (the file could not be written) or closed (the row "
+            "came after the writer was closed).",
             ("reason",), registry=registry,
         )
         self.queue_full = dropped.labels("queue_full")
         self.write_error = dropped.labels("write_error")
+        self.closed = dropped.labels("closed")
 
 
 _metrics_by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, CsvMetrics]" = (
@@ -117,24 +120,32 @@ class _RowQueue(queue.Queue):
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self.closing = False
+        self.closing = False  # close() was called: rows are refused, the writer drains and ends
+        self.stopped = False  # the writer ended, or close() gave up on it: flush() waits no more
         self.idle = False  # the writer waits for a first row: only then does a put wake it
 
-    def offer(self, item: Tuple[RequestRecord, CsvMetrics]) -> bool:
-        """Queue item unless the queue is full; never waits. True when it was queued.
+    def offer(self, item: Tuple[RequestRecord, CsvMetrics]) -> Optional[str]:
+        """Queue item unless the queue is full or closing; never waits.
 
         ``put_nowait`` does the same through a Condition and a notify per row, which cost
         the caller ~3 us a row on the benchmark machine against ~0.5 us here: a busy writer
         takes whatever has gathered without being told.
+
+        Returns:
+            None when item was queued, else why not: ``"queue_full"`` or ``"closed"``.
         """
         with self.mutex:
+            # Refused under the lock close() sets closing with: a row is either queued before
+            # the writer drains for the last time, or counted dropped, never stranded.
+            if self.closing:
+                return "closed"
             if self._qsize() >= self.maxsize:
-                return False
+                return "queue_full"
             self._put(item)
             self.unfinished_tasks += 1
             if self.idle:
                 self.not_empty.notify()
-        return True
+        return None
 
     def get_batch(self, limit: int) -> List[Tuple[RequestRecord, CsvMetrics]]:
         """Wait for rows and take up to limit of them in one go; [] once closing and empty."""
@@ -172,16 +183,23 @@ class _RowQueue(queue.Queue):
             self.closing = True
             self.not_empty.notify_all()
 
+    def stop(self) -> None:
+        """The writer has ended or been given up on: wake flush() callers, who wait no more."""
+        with self.all_tasks_done:
+            self.stopped = True
+            self.all_tasks_done.notify_all()
+
     def wait_done(self, timeout: Optional[float]) -> bool:
-        """Wait until every row put so far is counted; False when timeout ran out first."""
+        """Wait until every row put so far is counted; False when timeout ran out first, or
+        when the writer has stopped with rows left (nothing would ever count them)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.all_tasks_done:
-            while self.unfinished_tasks:
+            while self.unfinished_tasks and not self.stopped:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self.all_tasks_done.wait(remaining)
-        return True
+            return not self.unfinished_tasks
 
 
 # --- the file ------------------------------------------------------------------------------------
@@ -351,8 +369,11 @@ class CsvWriter:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every row queued so far is written (or counted dropped).
 
+        On a closed writer it returns at once: close() has already waited for what it could.
+
         Returns:
-            False when timeout seconds passed first (the file is blocked, or rows keep coming).
+            False when timeout seconds passed first (the file is blocked, or rows keep coming),
+            or when the writer is closed with rows it never wrote.
         """
         self._wake.set()
         return self._queue.wait_done(timeout)
@@ -360,8 +381,9 @@ class CsvWriter:
     def close(self, timeout: Optional[float] = None) -> bool:
         """Write the queued rows, stop the thread and close the file.
 
-        Hooks still using the writer keep enqueuing, but nothing is written any more: disable
-        metrics first. Closing twice is harmless.
+        Rows recorded afterwards by hooks still using the writer are refused and counted in
+        ``boto_prom_csv_rows_dropped_total{reason="closed"}``: disable metrics first. Closing
+        twice is harmless.
 
         Args:
             timeout: seconds to wait for the queue to drain; None waits as long as it takes.
@@ -376,6 +398,7 @@ class CsvWriter:
         self._queue.close()
         self._wake.set()
         self._thread.join(timeout)
+        self._queue.stop()
         if self._thread.is_alive():
             # Blocked on the file: leave the thread (a daemon) and its stream alone, so that
             # neither this call nor logging.shutdown() waits on the same blocked file.
@@ -494,12 +517,13 @@ class CsvSink:
         # The request id is a column of the csv format only: spare the header lookups.
         self.wants_request_id = writer.format == "csv"
         self._offer = writer.offer
-        self._queue_full = metrics.queue_full
+        self._dropped = {"queue_full": metrics.queue_full, "closed": metrics.closed}
 
     def record(self, rec: RequestRecord) -> None:
-        """Queue rec for the writer, or count it dropped when the queue is full."""
-        if not self._offer((rec, self.metrics)):
-            self._queue_full.inc()
+        """Queue rec for the writer, or count it dropped when the queue is full or closed."""
+        refused = self._offer((rec, self.metrics))
+        if refused is not None:
+            self._dropped[refused].inc()
 
 
 def _micro(seconds: Optional[float]) -> Optional[float]:

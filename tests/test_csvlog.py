@@ -55,10 +55,10 @@ def recorded(registry):
 
 
 def accounted(registry, writer):
-    """written + dropped (both reasons) + queued, the left side of the CSV invariant."""
+    """written + dropped (every reason) + queued, the left side of the CSV invariant."""
     return (value(registry, "boto_prom_csv_rows_written_total")
-            + value(registry, "boto_prom_csv_rows_dropped_total", reason="queue_full")
-            + value(registry, "boto_prom_csv_rows_dropped_total", reason="write_error")
+            + sum(value(registry, "boto_prom_csv_rows_dropped_total", reason=reason)
+                  for reason in ("queue_full", "write_error", "closed"))
             + writer.queued)
 
 
@@ -135,7 +135,7 @@ def test_csv_rows_of_real_ec2_calls_have_the_records_values(aws, registry, tmp_p
         assert row["request_id"] == seen["request_id"] and row["request_id"]
     assert [r["error_type"] for r in got] == ["", "", "", "400"]
     assert value(registry, "boto_prom_csv_rows_written_total") == 4
-    for reason in ("queue_full", "write_error"):
+    for reason in ("queue_full", "write_error", "closed"):
         assert registry.get_sample_value("boto_prom_csv_rows_dropped_total",
                                          {"reason": reason}) == 0
     assert recorded(registry) == 4
@@ -434,7 +434,7 @@ def test_disable_does_not_close_the_shared_writer(aws, registry, tmp_path):
 
 
 def test_close_flushes_stops_and_a_later_enable_starts_anew(aws, registry, tmp_path):
-    """close() writes what is queued and stops; later calls still work and are kept queued."""
+    """close() writes what is queued and stops; later calls still work, their rows dropped."""
     path = tmp_path / "closing.csv"
     conn = aws.ec2()
     enable_metrics(conn, registry=registry, start_server=False, csv_path=path)
@@ -446,7 +446,9 @@ def test_close_flushes_stops_and_a_later_enable_starts_anew(aws, registry, tmp_p
     assert not writer._thread.is_alive()
     assert len(rows(path)) == 3
     assert conn.get_all_volumes() == []
-    assert writer.queued == 1 and accounted(registry, writer) == recorded(registry) == 4
+    assert writer.queued == 0
+    assert value(registry, "boto_prom_csv_rows_dropped_total", reason="closed") == 1
+    assert accounted(registry, writer) == recorded(registry) == 4
     assert writer.close(timeout=1) is True, "closing twice is harmless"
 
     again = aws.ec2()
@@ -497,6 +499,90 @@ def test_rows_queued_at_exit_are_written(aws, tmp_path, hold):
     got = rows(path)
     assert len(got) == calls
     assert {r["action"] for r in got} == {"DescribeVolumes"}
+
+
+def _bounded(call, seconds=10):
+    """call() in a daemon thread: its result, or a failure when it is still waiting."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still waiting"
+    return result[0]
+
+
+def test_rows_after_close_are_refused_and_counted_closed(registry, tmp_path):
+    """After close() a row is counted dropped as closed, not queued, and flush() returns."""
+    path = tmp_path / "closed.csv"
+    writer = csv_writer_for(path)
+    sink = CsvSink(writer, csv_metrics_for(registry))
+    sink.record(_record(1))
+    assert writer.close(timeout=10)
+    sink.record(_record(2))
+    sink.record(_record(3))
+    assert writer.queued == 0
+    assert value(registry, "boto_prom_csv_rows_dropped_total", reason="closed") == 2
+    assert value(registry, "boto_prom_csv_rows_written_total") == 1
+    assert _bounded(writer.flush) is True
+    assert [r["request_bytes"] for r in rows(path)] == ["1"]
+
+
+def test_flush_does_not_wait_on_a_writer_closed_while_stuck(registry, tmp_path, monkeypatch):
+    """A writer whose close() gave up on a blocked file: flush() with no timeout returns False."""
+    path = tmp_path / "stuck.csv"
+    writer = csv_writer_for(path)
+    entered, release = threading.Event(), threading.Event()
+    append = writer._file._append
+    monkeypatch.setattr(writer._file, "_append",
+                        lambda lines: (entered.set(), release.wait(60), append(lines)))
+    sink = CsvSink(writer, csv_metrics_for(registry))
+    sink.record(_record(1))
+    waiting = threading.Thread(target=writer.flush, daemon=True)
+    try:
+        assert entered.wait(10)
+        waiting.start()
+        assert writer.close(timeout=0.1) is False
+        assert _bounded(writer.flush) is False
+        waiting.join(10)
+        assert not waiting.is_alive(), "a flush() waiting when close() gave up returned too"
+        assert writer.queued == 1 and accounted(registry, writer) == 1
+    finally:
+        release.set()
+    writer._thread.join(10)
+    assert writer.queued == 0 and accounted(registry, writer) == 1
+
+
+AT_EXIT = textwrap.dedent("""
+    import atexit, sys, time
+    from prometheus_client import CollectorRegistry
+
+    @atexit.register  # before boto_prom is imported, so it runs after boto-prom's exit flush
+    def late_call():
+        sink.record(RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes", "200", 0.25,
+                                  2, 42, None, False, None, time.time()))
+        written = registry.get_sample_value("boto_prom_csv_rows_written_total")
+        closed = registry.get_sample_value("boto_prom_csv_rows_dropped_total",
+                                           {"reason": "closed"})
+        print(int(written), int(closed), sink.writer.queued, sink.writer.flush(), flush=True)
+
+    from boto_prom.csvlog import csv_sinks
+    from boto_prom.record import RequestRecord
+
+    registry = CollectorRegistry()
+    (sink,) = csv_sinks(registry, sys.argv[1])
+    sink.record(RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes", "200", 0.25, 1,
+                              42, None, False, None, time.time()))
+""")
+
+
+def test_a_row_recorded_after_the_exit_flush_is_counted_closed(tmp_path):
+    """An atexit handler that runs after boto-prom's exit flush has its row counted closed."""
+    path = tmp_path / "exit.csv"
+    done = subprocess.run([sys.executable, "-c", AT_EXIT, str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1", "0", "True"], "written, closed, queued, flushed"
+    assert [r["request_bytes"] for r in rows(path)] == ["1"]
 
 
 def test_exit_is_bounded_when_the_file_blocks(aws, tmp_path):
