@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import errno
 import logging
 import os
 import queue
@@ -207,12 +208,16 @@ class _RowQueue(queue.Queue):
 class _RotatingCsvFile(RotatingFileHandler):
     """The stdlib's RotatingFileHandler, used by the writer thread as a file of lines.
 
-    It keeps the handler's append mode, its rotation (``path`` -> ``path.1`` ... ``path.N``)
-    and its hooks, but writes a whole batch with one write and one flush: through the
-    handler's per-record ``emit`` (two stats, a seek and a flush per row) the writer drained
-    14,000 rows/s on the benchmark machine; batched, 110,000 to 180,000 from the first row
-    queued to the last written (benchmarks/csv_writer.py). It is never attached to a logger.
-    A header is written at the top of every new file.
+    It keeps the handler's rotation (``path`` -> ``path.1`` ... ``path.N``) and its hooks, but
+    writes a whole batch with one write: through the handler's per-record ``emit`` (two stats,
+    a seek and a flush per row) the writer drained 14,000 rows/s on the benchmark machine;
+    batched, 110,000 to 180,000 from the first row queued to the last written
+    (benchmarks/csv_writer.py). It is never attached to a logger. A header is written at the
+    top of every new file.
+
+    The file is opened unbuffered in append mode (``O_APPEND``), so a batch goes to the file
+    in write() calls of its own, with no buffer left over that a later close could spill half
+    a row from, and a failed write can be cut off exactly (:meth:`_write`).
     """
 
     def __init__(self, path: str, max_bytes: int, backups: int, header: str) -> None:
@@ -221,24 +226,59 @@ class _RotatingCsvFile(RotatingFileHandler):
         self.header = header
         self.size = 0
         self.regular = True
+        self.broken_line = False  # the file ends in part of a row that could not be cut off
         self._identity: Optional[Tuple[int, int]] = None
 
     def _open(self) -> Any:
-        stream = super()._open()
+        stream = open(self.baseFilename, "ab", buffering=0)
         try:
             st = os.fstat(stream.fileno())
             self.regular = stat.S_ISREG(st.st_mode)
             self._identity = (st.st_dev, st.st_ino)
             self.size = st.st_size
+            if self.regular and not self.size:
+                self.broken_line = False  # a new file: the part-row is in an old one
             # Appending to a file that has rows already: its header is at its top.
             if self.header and (self.size == 0 or not self.regular):
-                stream.write(self.header)
-                stream.flush()
+                self._write(stream, self.header)
                 self.size += len(self.header)
         except BaseException:
             _close_quietly(stream)
             raise
         return stream
+
+    def _write(self, stream: Any, text: str) -> None:
+        """Append text whole, or leave the file holding only what it held before, and raise."""
+        if self.broken_line:
+            text = "\n" + text
+        data = memoryview(text.encode("utf-8"))
+        done = 0
+        try:
+            while done < len(data):
+                wrote = stream.write(data[done:])
+                if not wrote:
+                    raise OSError(errno.EIO, "the file took no bytes")
+                done += wrote
+        except BaseException:
+            if done:
+                self._cut(stream, done)
+            raise
+        self.broken_line = False
+
+    def _cut(self, stream: Any, done: int) -> None:
+        # A write that stopped part-way (disk full, RLIMIT_FSIZE) left whole rows and part of
+        # one: cut them off, so the file holds whole rows only and none of the failed batch,
+        # whose rows are all counted write_error. Under O_APPEND the offset is the end of
+        # what this process wrote; should another process have appended since, its rows stay.
+        try:
+            fd = stream.fileno()
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+            if os.fstat(fd).st_size != end:
+                raise OSError(errno.EBUSY, "the file grew after the failed write")
+            os.ftruncate(fd, end - done)
+        except OSError:
+            # A FIFO, an append-only file: the part-row stays, the next write ends its line.
+            self.broken_line = True
 
     def replaced(self) -> bool:
         """True when the open file is no longer at its path (deleted, or moved by logrotate)."""
@@ -301,9 +341,7 @@ class _RotatingCsvFile(RotatingFileHandler):
             return written, exc, rotation_error
 
     def _append(self, lines: List[str]) -> None:
-        stream = self.stream
-        stream.write("".join(lines))
-        stream.flush()
+        self._write(self.stream, "".join(lines))
 
     # logging.shutdown() closes every handler at exit, after boto-prom's own atexit flush;
     # a writer stuck on a blocked file has had its stream taken away (see CsvWriter.close).

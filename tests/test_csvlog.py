@@ -672,6 +672,80 @@ def test_disk_full_is_counted_logged_once_and_calls_go_on(aws, registry, caplog)
     assert "No space left on device" in mine[0].getMessage()
 
 
+PARTIAL = textwrap.dedent("""
+    import os, resource, signal, sys, threading
+    from prometheus_client import CollectorRegistry
+    from boto_prom.csvlog import CsvSink, csv_metrics_for, csv_writer_for
+    from boto_prom.record import RequestRecord
+
+    path, cut = sys.argv[1], sys.argv[2]
+    if cut == "fails":
+        def refuse(fd, length):
+            raise PermissionError(1, "Operation not permitted")  # as on a chattr +a file
+        os.ftruncate = refuse
+
+    def record(n):
+        sink.record(RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes", "200", 0.25,
+                                  n, 42, None, False, None, 1700000000.0))
+
+    registry = CollectorRegistry()
+    writer = csv_writer_for(path, max_bytes=0)
+    sink = CsvSink(writer, csv_metrics_for(registry))
+    # Row 1 is a batch of its own; rows 2 to 5 gather behind it and go in one write.
+    entered, gate, append = threading.Event(), threading.Event(), writer._file._append
+    writer._file._append = lambda lines: (entered.set(), gate.wait(10), append(lines))
+    header = len(writer._file.header)
+    row = len(writer._lines([(RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes",
+                                            "200", 0.25, 1, 42, None, False, None,
+                                            1700000000.0), None)])[0])
+    # A file size limit fails writes as a full disk does: room for rows 1 and 2 and half of 3.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (header + 2 * row + row // 2, hard))
+    record(1)
+    assert entered.wait(10)
+    for n in range(2, 6):
+        record(n)
+    gate.set()
+    assert writer.flush(10)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the disk has room again
+    record(6)
+    record(7)
+    assert writer.flush(10)
+    print(int(registry.get_sample_value("boto_prom_csv_rows_written_total")),
+          int(registry.get_sample_value("boto_prom_csv_rows_dropped_total",
+                                        {"reason": "write_error"})))
+""")
+
+
+def test_a_partial_write_is_cut_off_and_counted_exactly(tmp_path):
+    """A write stopped part-way by a file size limit leaves whole rows only, none of its own."""
+    path = tmp_path / "partial.csv"
+    done = subprocess.run([sys.executable, "-c", PARTIAL, str(path), "works"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "4"], "written, write_error"
+    assert "File too large" in done.stderr
+    assert [r["request_bytes"] for r in rows(path)] == ["1", "6", "7"]
+    assert path.read_text().endswith("\n")
+
+
+def test_a_partial_row_that_cannot_be_cut_off_ends_its_line(tmp_path):
+    """When truncating fails too, the next row still starts on a line of its own."""
+    path = tmp_path / "partial.csv"
+    done = subprocess.run([sys.executable, "-c", PARTIAL, str(path), "fails"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "4"], "written, write_error"
+    header, *lines = path.read_text().split("\n")
+    assert header == ",".join(COLUMNS) and lines[-1] == ""
+    whole = [line.split(",") for line in lines[:-1]]
+    assert [r[6] for r in whole if len(r) == len(COLUMNS)] == ["1", "2", "6", "7"]
+    (part,) = [line for line in lines[:-1] if line.count(",") < len(COLUMNS) - 1]
+    assert lines.index(part) == 2, "part of row 3 after rows 1 and 2, then row 6 on its own line"
+    assert 0 < len(part) < len(lines[1]) and lines[1].startswith(part)
+
+
 def test_file_deleted_or_moved_away_is_reopened(aws, registry, tmp_path, caplog):
     """Rows after the file is deleted or renamed go to a new file at the path, with a header."""
     path = tmp_path / "moving.csv"
