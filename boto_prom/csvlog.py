@@ -9,8 +9,12 @@ a normal interpreter exit are written first (``atexit``).
 
 Every row is accounted for: in the registry of the hook that recorded it,
 ``boto_prom_csv_rows_written_total + boto_prom_csv_rows_dropped_total + queued`` equals the rows
-recorded, ``queued`` being :attr:`CsvWriter.queued`. A row recorded once its writer is closed (by an
-``atexit`` handler that runs after the exit flush, say) is refused and counted dropped.
+recorded, ``queued`` being :attr:`CsvWriter.queued`. A row recorded once its writer is closed
+(by an ``atexit`` handler that runs after the exit flush, say) is refused and counted dropped.
+
+A process forked from one with writers (a pre-fork server's worker) gets a writer thread of its
+own for each, which appends the rows recorded in that process; rows queued at the fork are
+the parent's to write.
 """
 
 from __future__ import annotations
@@ -183,6 +187,19 @@ class _RowQueue(queue.Queue):
         with self.not_empty:
             self.closing = True
             self.not_empty.notify_all()
+
+    def reset_after_fork(self, closed: bool) -> None:
+        """In a forked child: new locks (the old ones may be held by threads that are gone)
+        and no rows (those queued at the fork are the parent's, which writes and counts them).
+        """
+        self.mutex = threading.Lock()
+        self.not_empty = threading.Condition(self.mutex)
+        self.not_full = threading.Condition(self.mutex)
+        self.all_tasks_done = threading.Condition(self.mutex)
+        self.queue.clear()
+        self.unfinished_tasks = 0
+        self.idle = False
+        self.closing = self.stopped = closed
 
     def stop(self) -> None:
         """The writer has ended or been given up on: wake flush() callers, who wait no more."""
@@ -395,8 +412,23 @@ class CsvWriter:
         self._wake = threading.Event()  # cuts a linger short: flush() or close() waits
         self._logged: set = set()
         self._second = (-1, "", "")  # (epoch second, its UTC text, its local-time text)
+        with _live_lock:  # so that no fork comes between the thread's start and the set
+            self._start()
+            _live_writers.add(self)
+
+    def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="boto-prom-csv", daemon=True)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # Only the thread that forked lives on in the child: the writer thread is gone, and a
+        # lock another thread held stays held. Start over with new locks, no rows, the file
+        # reopened by the next batch (the parent may have been rotating it) and a thread.
+        self._queue.reset_after_fork(self.closed)
+        self._wake = threading.Event()
+        self._file.discard()  # unbuffered: closing the child's copy of the fd writes nothing
+        if not self.closed:
+            self._start()
 
     @property
     def queued(self) -> int:
@@ -574,6 +606,46 @@ def _micro(seconds: Optional[float]) -> Optional[float]:
 
 _writers: Dict[str, CsvWriter] = {}
 _writers_lock = threading.Lock()
+_live_writers: "weakref.WeakSet[CsvWriter]" = weakref.WeakSet()  # closed ones too
+_live_lock = threading.Lock()
+_forking: List[CsvWriter] = []
+
+
+def _before_fork() -> None:
+    # Take every lock of ours, so that none is held mid-change by a thread that will not
+    # exist in the child. Each is held briefly (a few list operations, a writer's creation),
+    # never while a file is written, so a fork waits at most that long. One order
+    # everywhere: _writers_lock before _live_lock.
+    _writers_lock.acquire()
+    _metrics_lock.acquire()
+    _live_lock.acquire()
+    _forking[:] = list(_live_writers)
+    for writer in _forking:
+        writer._queue.mutex.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for writer in _forking:
+        writer._queue.mutex.release()
+    _release_module_locks()
+
+
+def _after_fork_in_child() -> None:
+    for writer in _forking:
+        writer._after_fork_in_child()  # gives it new locks: the old, held ones are dropped
+    _release_module_locks()
+
+
+def _release_module_locks() -> None:
+    del _forking[:]
+    _live_lock.release()
+    _metrics_lock.release()
+    _writers_lock.release()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 def get_csv_writer(path: Any) -> Optional[CsvWriter]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import traceback
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -595,6 +598,98 @@ def test_exit_is_bounded_when_the_file_blocks(aws, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "did not finish within 0.5 s; 3 rows were not written" in done.stderr
+
+
+# --- fork ----------------------------------------------------------------------------------
+
+def _in_child(body, seconds=10):
+    """Run body() in a forked child that an alarm kills after seconds; what body returned."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            os.close(read)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(seconds)
+            try:
+                result = {"ok": body()}
+            except BaseException:
+                result = {"error": traceback.format_exc()}
+            os.write(write, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        sent = pipe.read()  # until the child exits, or its alarm kills it
+    _, status = os.waitpid(pid, 0)
+    assert not os.WIFSIGNALED(status), f"the child hung: killed by signal {os.WTERMSIG(status)}"
+    result = json.loads(sent)
+    assert "error" not in result, result.get("error")
+    return result["ok"]
+
+
+def test_a_forked_child_writes_its_own_rows(registry, tmp_path, monkeypatch):
+    """A child forked while the writer is busy writes the rows it records, and only those."""
+    path = tmp_path / "forked.csv"
+    writer = csv_writer_for(path)
+    sink = CsvSink(writer, csv_metrics_for(registry))
+    sink.record(_record(1))
+    assert writer.flush(timeout=10)
+    parent, entered, release = os.getpid(), threading.Event(), threading.Event()
+    append = writer._file._append
+
+    def stalled_in_parent(lines):
+        if os.getpid() == parent:
+            entered.set()
+            release.wait(30)
+        append(lines)
+
+    monkeypatch.setattr(writer._file, "_append", stalled_in_parent)
+    sink.record(_record(2))
+    assert entered.wait(10), "row 2 is being written when the process forks"
+    sink.record(_record(3))  # and row 3 is queued
+
+    def child():
+        queued_at_fork = writer.queued
+        for n in (11, 12, 13):
+            sink.record(_record(n))
+        return [queued_at_fork, writer.flush(timeout=5), writer.queued,
+                value(registry, "boto_prom_csv_rows_written_total")]
+
+    try:
+        got = _in_child(child)
+    finally:
+        release.set()
+    assert got == [0, True, 0, 1 + 3], "queued at fork, flushed, queued, written"
+    assert writer.flush(timeout=10)
+    assert value(registry, "boto_prom_csv_rows_written_total") == 3
+    assert sorted(int(r["request_bytes"]) for r in rows(path)) == [1, 2, 3, 11, 12, 13]
+
+
+def test_a_fork_while_a_thread_holds_the_queue_lock_does_not_deadlock(registry, tmp_path):
+    """Forking while another thread holds the writer's lock waits for it; the child records."""
+    path = tmp_path / "locked.csv"
+    writer = csv_writer_for(path)
+    sink = CsvSink(writer, csv_metrics_for(registry))
+    held = threading.Event()
+
+    def holder():  # as the writer thread inside get_batch() or done()
+        with writer._queue.mutex:
+            held.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    assert held.wait(10)
+
+    def child():
+        sink.record(_record(7))
+        return [writer.flush(timeout=5), value(registry, "boto_prom_csv_rows_written_total")]
+
+    assert _in_child(child, seconds=5) == [True, 1]
+    thread.join(10)
+    assert [r["request_bytes"] for r in rows(path)] == ["7"]
+    assert writer.queued == 0 and value(registry, "boto_prom_csv_rows_written_total") == 0
 
 
 # --- load, stalls and write failures ---------------------------------------------------------
