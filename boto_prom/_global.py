@@ -38,6 +38,7 @@ class GlobalHook:
         self.boto2 = False
         self.active = True
         self._session: Any = None
+        self._own_botocore = False  # True when hook.botocore was registered by this enable
 
 
 _current: Optional[GlobalHook] = None
@@ -45,7 +46,14 @@ _lock = threading.Lock()
 
 
 def enable_global(recorder: Any) -> GlobalHook:
-    """Instrument boto3's default session and new boto 2 connections; idempotent."""
+    """Instrument boto3's default session and new boto 2 connections; idempotent.
+
+    All or nothing: when it raises, neither SDK is left instrumented.
+
+    Raises:
+        ConfigurationError: boto3's default session cannot be made (a missing AWS profile),
+            or neither boto3 nor boto 2 imports.
+    """
     global _current
     with _lock:
         if _current is not None:
@@ -55,21 +63,61 @@ def enable_global(recorder: Any) -> GlobalHook:
             import boto3
         except ImportError:
             boto3 = None
-        if boto3 is not None:
-            from .botocore import BotocoreHook, instrument
-
-            if boto3.DEFAULT_SESSION is None:
-                boto3.setup_default_session()  # what boto3.client() would do on first use
-            hook._session = boto3.DEFAULT_SESSION
-            hook.botocore = instrument(hook._session, BotocoreHook(recorder))
-        hook.boto2 = _patch_boto2(hook)
-        if hook.botocore is None and not hook.boto2:
-            raise ConfigurationError(
-                "enable_metrics() with no argument instruments boto3 and boto 2, and neither "
-                "imports here; install boto3 (or boto 2 on Python 3.11 and older)."
-            )
+        created_session = boto3 is not None and boto3.DEFAULT_SESSION is None
+        try:
+            if boto3 is not None:
+                _instrument_default_session(boto3, hook)
+            hook.boto2 = _patch_boto2(hook)
+            if hook.botocore is None and not hook.boto2:
+                raise ConfigurationError(
+                    "enable_metrics() with no argument instruments boto3 and boto 2, and "
+                    "neither imports here; install boto3 (or boto 2 on Python 3.11 and older).")
+        except BaseException:
+            hook.active = False
+            _undo(hook, boto3 if created_session else None)
+            raise
         _current = hook
         return hook
+
+
+def _instrument_default_session(boto3: Any, hook: GlobalHook) -> None:
+    from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+    from .botocore import BotocoreHook, instrument
+
+    try:
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()  # what boto3.client() would do on first use
+        hook._session = boto3.DEFAULT_SESSION
+        ours = BotocoreHook(hook.recorder)
+        hook.botocore = instrument(hook._session, ours)
+        hook._own_botocore = hook.botocore is ours
+    except ProfileNotFound as exc:
+        profile = exc.kwargs.get("profile")
+        raise ConfigurationError(
+            f"enable_metrics() could not set up boto3's default session: the AWS profile "
+            f"{profile!r} is not in the AWS config or credentials file; set AWS_PROFILE (or "
+            "AWS_DEFAULT_PROFILE) to a profile that is, or unset it."
+        ) from None
+    except BotoCoreError as exc:
+        raise ConfigurationError(
+            f"enable_metrics() could not set up boto3's default session ({exc}); fix the AWS "
+            "config and credentials files and AWS_* variables it reads."
+        ) from None
+
+
+def _undo(hook: GlobalHook, created_in: Any) -> None:
+    """Take out whatever a failed enable_global installed (and a default session it made)."""
+    if hook._own_botocore:  # a hook enabled on the session before us stays
+        from .botocore import uninstrument
+
+        uninstrument(hook._session)
+    hook.botocore = None
+    if hook.boto2:
+        _unpatch_boto2()
+        hook.boto2 = False
+    if created_in is not None and created_in.DEFAULT_SESSION is hook._session:
+        created_in.DEFAULT_SESSION = None  # made by us for this enable: not left behind
 
 
 def disable_global() -> bool:

@@ -10,7 +10,11 @@ Environment:
     ``BOTO_PROM_PUSH_JOB``: the ``job`` label (default: the script's name).
     ``BOTO_PROM_PUSH_GROUPING_KEY``: more grouping labels, ``instance=web1,shard=2``.
     ``BOTO_PROM_PUSH_USERNAME``, ``BOTO_PROM_PUSH_PASSWORD``: basic auth for the gateway.
-    ``BOTO_PROM_PUSH_TIMEOUT``: seconds the push may take (default 5).
+    ``BOTO_PROM_PUSH_TIMEOUT``: seconds the push may take (default 5, at most 600).
+
+Not in multiprocess mode: each worker would push only its own values to the same group, and
+the last push would replace the others. There, scrape the multiprocess server, or push once
+from one process with ``push_metrics(url, registry=multiprocess_registry())``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -34,7 +38,15 @@ log = logging.getLogger("boto_prom")
 DEFAULT_TIMEOUT = 5.0
 """Seconds a push may take before it is given up."""
 
+MAX_TIMEOUT = 600.0
+"""The longest timeout accepted; longer ones overflow the socket and thread-join timers."""
+
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _shown(gateway: str) -> str:
+    """The URL for an error message, without anything that may be credentials."""
+    return re.sub(r"//[^/?#]*@", "//...@", gateway)
 
 
 def _check_gateway(gateway: object) -> str:
@@ -42,10 +54,20 @@ def _check_gateway(gateway: object) -> str:
         raise ConfigurationError(
             f"the Pushgateway must be a URL like http://pushgateway:9091, not {gateway!r}.")
     gateway = gateway.strip()
-    parts = urlsplit(gateway if "://" in gateway else f"http://{gateway}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(gateway if "://" in gateway else f"http://{gateway}")
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+        hostname = parts.hostname
+    except ValueError:
+        parts, port, hostname = None, None, None
+    if parts is None or port == 0:
         raise ConfigurationError(
-            f"the Pushgateway must be an http:// or https:// URL with a host, not {gateway!r}.")
+            f"the Pushgateway URL {_shown(gateway)!r} has a malformed host or a port that is "
+            "not a number from 1 to 65535; give one like http://pushgateway:9091.")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ConfigurationError(
+            f"the Pushgateway must be an http:// or https:// URL with a host, "
+            f"not {_shown(gateway)!r}.")
     if parts.username is not None or parts.password is not None:
         # Credentials in a URL end up in logs and error messages.
         raise ConfigurationError(
@@ -73,8 +95,10 @@ def _check_grouping_key(grouping_key: object) -> Dict[str, str]:
 
 def _check_timeout(timeout: object, source: str = "timeout") -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-            timeout > 0 and math.isfinite(timeout)):
-        raise ConfigurationError(f"{source} must be a number of seconds above 0, not {timeout!r}.")
+            math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ConfigurationError(
+            f"{source} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+            f"not {timeout!r}.")
     return float(timeout)
 
 
@@ -123,7 +147,7 @@ def push_metrics(
         registry: what to push (default: the global registry).
         username: basic auth user for the gateway, with password.
         password: basic auth password.
-        timeout: seconds to wait on the network before giving up.
+        timeout: seconds to wait on the network before giving up (above 0, at most 600).
 
     Raises:
         ConfigurationError: a bad argument.
@@ -181,21 +205,40 @@ def _env_grouping_key() -> Dict[str, str]:
     return _check_grouping_key(key)
 
 
-def exit_push_from_env(registry: Optional[CollectorRegistry]) -> Optional[_ExitPush]:
-    """Arrange the push at exit when ``BOTO_PROM_PUSHGATEWAY`` is set; called at enable time.
+class PushSettings(NamedTuple):
+    """The push at exit as the ``BOTO_PROM_PUSH*`` variables set it."""
+
+    gateway: str
+    job: str
+    grouping_key: Dict[str, str]
+    username: Optional[str]
+    password: Optional[str]
+    timeout: float
+
+
+def check_push_env() -> Optional[PushSettings]:
+    """Check every ``BOTO_PROM_PUSH*`` variable, without arranging anything; enable calls it
+    before it starts or installs anything.
 
     Returns:
-        The push that will run at exit, or None when the variable is not set.
+        The settings, or None when ``BOTO_PROM_PUSHGATEWAY`` is not set (nothing to push).
 
     Raises:
-        ConfigurationError: a bad setting, or an earlier enable arranged a push of another
-            registry (one process pushes one registry).
+        ConfigurationError: a bad setting, or ``BOTO_PROM_PUSHGATEWAY`` set in multiprocess
+            mode.
     """
-    global _exit_push, _registered
     gateway = os.environ.get("BOTO_PROM_PUSHGATEWAY", "").strip()
     if not gateway:
         return None
-    registry = REGISTRY if registry is None else registry
+    from .multiprocess import in_multiprocess_mode
+
+    if in_multiprocess_mode():
+        # Each worker would push only its own values to one group, each push replacing the last.
+        raise ConfigurationError(
+            "BOTO_PROM_PUSHGATEWAY (push at exit) is not available in multiprocess mode, where "
+            "each worker would overwrite the others' push; unset it and scrape the multiprocess "
+            "server, or push once from one process with boto_prom.push_metrics(url, "
+            "registry=boto_prom.multiprocess.multiprocess_registry()).")
     raw_timeout = os.environ.get("BOTO_PROM_PUSH_TIMEOUT", "").strip()
     try:
         timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT
@@ -205,8 +248,26 @@ def exit_push_from_env(registry: Optional[CollectorRegistry]) -> Optional[_ExitP
     username = os.environ.get("BOTO_PROM_PUSH_USERNAME") or None
     password = os.environ.get("BOTO_PROM_PUSH_PASSWORD") or None
     _handler(username, password)  # both or neither
-    push = _ExitPush(registry, _check_gateway(gateway), default_job(), _env_grouping_key(),
-                     username, password, timeout)
+    return PushSettings(_check_gateway(gateway), default_job(), _env_grouping_key(), username,
+                        password, timeout)
+
+
+def exit_push_from_env(registry: Optional[CollectorRegistry]) -> Optional[_ExitPush]:
+    """Arrange the push at exit when ``BOTO_PROM_PUSHGATEWAY`` is set; called at enable time.
+
+    Returns:
+        The push that will run at exit, or None when the variable is not set.
+
+    Raises:
+        ConfigurationError: a bad setting (see :func:`check_push_env`), or an earlier enable
+            arranged a push of another registry (one process pushes one registry).
+    """
+    global _exit_push, _registered
+    settings = check_push_env()
+    if settings is None:
+        return None
+    registry = REGISTRY if registry is None else registry
+    push = _ExitPush(registry, *settings)
     with _exit_lock:
         if _exit_push is not None:
             if _exit_push.registry is not registry:
@@ -239,10 +300,14 @@ def _push_at_exit() -> None:
         # A thread bounds what the socket timeout cannot: a slow DNS lookup, a trickling
         # gateway. It is a daemon, so one left behind does not hold the exit.
         thread = threading.Thread(target=run, name="boto-prom-push", daemon=True)
-        thread.start()
-        thread.join(push.timeout + 1.0)
-    except RuntimeError:  # no new threads at interpreter shutdown (Python 3.12+)
-        run()
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads at interpreter shutdown (Python 3.12+)
+            run()
+        else:
+            thread.join(push.timeout + 1.0)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: B902 - never a traceback at exit
+        outcome[:] = [exc]
     try:
         if not outcome:
             log.warning("boto-prom: push of metrics to %s did not finish within %.3g s; "
@@ -272,4 +337,5 @@ def _reset_for_tests() -> None:
         _exit_push = None
 
 
-__all__ = ["DEFAULT_TIMEOUT", "default_job", "push_metrics"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "PushSettings", "check_push_env", "default_job",
+           "push_metrics"]

@@ -34,6 +34,8 @@ from boto_prom.botocore import (
     _on_before_send,
     _on_request_created,
     _on_response_received,
+    events_of,
+    registered_hook,
 )
 from boto_prom.metrics import PrometheusMetrics, metrics_for
 from boto_prom.record import RequestRecord
@@ -688,6 +690,61 @@ def test_boto2_and_boto3_land_in_the_same_series(default_session, aws, moto_url,
     assert value(registry, "boto_requests_total", action="DescribeInstances",
                  status_code="200", **EC2) == 2
     assert hook.active is False
+
+
+def test_missing_profile_is_one_sentence_and_installs_nothing(default_session, monkeypatch,
+                                                              registry):
+    """A missing AWS_PROFILE fails enable_metrics() with one sentence and leaves nothing on."""
+    original_init = None
+    if HAS_BOTO2:
+        from boto.connection import AWSAuthConnection
+
+        original_init = AWSAuthConnection.__init__
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ConfigurationError, match="'no-such-profile' is not in") as raised:
+        enable_metrics(registry=registry, start_server=False)
+    assert "\n" not in str(raised.value) and raised.value.__cause__ is None
+    assert "AWS_PROFILE" in str(raised.value)
+    assert boto3.DEFAULT_SESSION is None
+    if HAS_BOTO2:
+        assert AWSAuthConnection.__init__ is original_init
+    assert disable_metrics() is False
+    monkeypatch.delenv("AWS_PROFILE")
+    assert enable_metrics(registry=registry, start_server=False).active
+
+
+def test_failing_boto2_patch_leaves_the_default_session_uninstrumented(default_session,
+                                                                      monkeypatch, moto_url,
+                                                                      registry):
+    """When patching boto 2 fails after boto3 was instrumented, boto3 is put back too."""
+    from boto_prom import _global
+
+    def broken(owner):
+        raise RuntimeError("boto 2 patch failed")
+
+    monkeypatch.setattr(_global, "_patch_boto2", broken)
+    with pytest.raises(RuntimeError, match="boto 2 patch failed"):
+        enable_metrics(registry=registry, start_server=False)
+    assert boto3.DEFAULT_SESSION is None and disable_metrics() is False
+    client = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION)
+    assert registered_hook(client.meta.events) is None
+    client.describe_instances()
+    assert value(registry, "boto_requests_total", action="DescribeInstances", status_code="200",
+                 **EC2) == 0
+
+
+def test_failed_global_enable_keeps_a_hook_enabled_on_the_default_session(default_session,
+                                                                          monkeypatch,
+                                                                          registry):
+    """A failing global enable does not take out a hook the user put on the default session."""
+    from boto_prom import _global
+
+    boto3.setup_default_session()
+    mine = enable_metrics(boto3.DEFAULT_SESSION, registry=registry, start_server=False)
+    monkeypatch.setattr(_global, "_patch_boto2", lambda owner: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        enable_metrics(registry=registry, start_server=False)
+    assert registered_hook(events_of(boto3.DEFAULT_SESSION)) is mine and mine.active
 
 
 def test_service_names_agree_between_sdks():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 
@@ -185,6 +187,9 @@ def test_push_metrics_by_hand(gateway, registry):
     (dict(grouping_key={"bad-name": "x"}), "label names"),
     (dict(grouping_key={"instance": 3}), "must be a string"),
     (dict(timeout=0), "timeout must be a number of seconds above 0"),
+    (dict(timeout=1e10), "at most 600"),
+    (dict(gateway="http://[::1"), "malformed host or a port"),
+    (dict(gateway="http://127.0.0.1:abc"), "malformed host or a port"),
     (dict(username="u"), "both username and password"),
 ])
 def test_push_metrics_arguments_are_checked(registry, kwargs, match):
@@ -211,6 +216,108 @@ def test_bad_push_environment_fails_enable(aws, registry, monkeypatch, env, matc
         boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
     assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
     assert push._exit_push is None
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"BOTO_PROM_PUSHGATEWAY": "http://[::1"}, "malformed host or a port"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:abc"}, "malformed host or a port"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:99999"}, "from 1 to 65535"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:0"}, "from 1 to 65535"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://u:secret@127.0.0.1:abc"}, "malformed host"),
+    ({"BOTO_PROM_PUSH_TIMEOUT": "1e10"}, "at most 600"),
+    ({"BOTO_PROM_PUSH_TIMEOUT": "nan"}, "BOTO_PROM_PUSH_TIMEOUT"),
+    ({"BOTO_PROM_PUSH_GROUPING_KEY": "job=x"}, "other than 'job'"),
+])
+def test_check_push_env_refuses_bad_settings_without_side_effects(monkeypatch, env, match):
+    """check_push_env() raises one sentence for each bad setting and arranges nothing."""
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    registered = push._registered
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        push.check_push_env()
+    assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
+    assert str(raised.value).count(". ") == 0 and str(raised.value).endswith(".")
+    assert push._exit_push is None and push._registered is registered
+
+
+def test_check_push_env_returns_the_settings(monkeypatch):
+    """Good settings come back parsed; an unset gateway is None; nothing is arranged."""
+    monkeypatch.delenv("BOTO_PROM_PUSHGATEWAY", raising=False)
+    assert push.check_push_env() is None
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
+    monkeypatch.setenv("BOTO_PROM_PUSH_JOB", "nightly")
+    monkeypatch.setenv("BOTO_PROM_PUSH_GROUPING_KEY", "instance=a")
+    monkeypatch.setenv("BOTO_PROM_PUSH_TIMEOUT", "600")
+    settings = push.check_push_env()
+    assert settings == push.PushSettings("http://127.0.0.1:9091", "nightly", {"instance": "a"},
+                                         None, None, 600.0)
+    assert push._exit_push is None
+
+
+def test_failing_thread_join_at_exit_is_one_line_not_a_traceback():
+    """A push at exit whose wait itself raises (a timer overflow) logs one line and no traceback."""
+    code = """if True:
+        from prometheus_client import CollectorRegistry
+        from boto_prom import push
+        arranged = push.exit_push_from_env(CollectorRegistry())
+        arranged.timeout = 1e10  # past what check_push_env allows: thread.join overflows
+    """
+    env = dict(os.environ, BOTO_PROM_PUSHGATEWAY=f"http://127.0.0.1:{closed_port()}")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = boto_prom_lines(done.stderr)
+    assert len(lines) == 1 and "at exit failed" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+MP_RECORD = """if True:
+    import os, sys
+    from prometheus_client import CollectorRegistry
+    from boto_prom import ConfigurationError, push
+    from boto_prom.metrics import metrics_for
+    from boto_prom.record import RequestRecord
+    try:
+        push.check_push_env()
+    except ConfigurationError as exc:
+        print("refused:", exc)
+    metrics = metrics_for(CollectorRegistry())
+    for _ in range(int(sys.argv[1])):
+        metrics.record(RequestRecord("botocore", "s3", "eu-west-1", "PutObject", "200", 0.1,
+                                     10, 0, None, False, None, 0.0))
+"""
+
+
+def test_push_at_exit_is_refused_in_multiprocess_mode(tmp_path):
+    """With PROMETHEUS_MULTIPROC_DIR and BOTO_PROM_PUSHGATEWAY set, the check says what to do."""
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+                    BOTO_PROM_PUSHGATEWAY="http://127.0.0.1:9091")
+    out = subprocess.run([sys.executable, "-c", MP_RECORD, "0"], capture_output=True,
+                         text=True, env=env, timeout=60, check=True).stdout
+    assert out.startswith("refused: BOTO_PROM_PUSHGATEWAY (push at exit) is not available in "
+                          "multiprocess mode"), out
+    assert "multiprocess_registry()" in out and out.count("\n") == 1
+
+
+def test_multiprocess_metrics_pushed_from_one_process_add_up(tmp_path, gateway):
+    """What the refusal suggests works: one push of multiprocess_registry() holds every
+    worker's calls."""
+    url = gateway()
+    mp_dir = tmp_path / "mp"
+    mp_dir.mkdir()
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(mp_dir))
+    for calls in (3, 4):
+        subprocess.run([sys.executable, "-c", MP_RECORD, str(calls)], env=env, timeout=60,
+                       check=True)
+    code = f"""if True:
+        import boto_prom
+        from boto_prom.multiprocess import multiprocess_registry
+        boto_prom.push_metrics({url!r}, job="workers", registry=multiprocess_registry())
+    """
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+    assert pushed(url, "workers", aws_service="s3", action="PutObject", status_code="200") == 7
 
 
 @needs_boto2
