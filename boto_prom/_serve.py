@@ -11,10 +11,13 @@ from ._errors import ConfigurationError
 from .server import MetricsServer, ensure_server, get_server, make_app
 
 
-def serve(addr: str, port: Optional[int], registry: CollectorRegistry, *,
+def serve(addr: Optional[str], port: Optional[int], registry: CollectorRegistry, *,
           web_config: Optional[str] = None,
           multiprocess_path: Optional[str] = None) -> MetricsServer:
     """The process's server for these settings: started now, or the running one reused.
+
+    addr and port may be None: the running server's, else the defaults (DEFAULT_ADDR and
+    DEFAULT_PORT).
 
     Raises:
         ConfigurationError: as :func:`boto_prom.server.ensure_server`, or a bad web config.

@@ -8,10 +8,12 @@ that cannot be bound fails at enable time, with one sentence.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import socket
 import ssl
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import Callable, Hashable, Iterable, List, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -65,12 +67,65 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
     return app
 
 
+_log = logging.getLogger("boto_prom")
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reads under one deadline and a byte budget, so a client that trickles a
+    byte at a time, or sends megabytes of headers, cannot hold a thread or memory for long."""
+
+    def __init__(self, sock: socket.socket, seconds: float, budget: int) -> None:
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("request deadline passed")
+        if self._budget <= 0:
+            raise ConnectionAbortedError("request too large")
+        # The socket timeout shrinks with each read; the response's writes get what is left.
+        self._sock.settimeout(left)
+        with memoryview(buffer) as view:
+            n = self._sock.recv_into(view[: self._budget])
+        self._budget -= n
+        return n
+
+
+class _LogStream(io.StringIO):
+    """wsgiref's error stream: an app's traceback (the client still gets a 500) goes to the
+    boto_prom logger at debug, since any client could otherwise fill the program's stderr."""
+
+    def flush(self) -> None:
+        text = self.getvalue()
+        if text:
+            _log.debug("boto-prom: a metrics request failed:\n%s", text.rstrip())
+            self.seek(0)
+            self.truncate()
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: a scrape every few seconds is not news."""
 
-    # A client that connects and then says nothing (or never finishes a TLS handshake) gives
-    # up its thread after this many seconds.
-    timeout = 30
+    # Seconds for the whole request (TLS handshake, request line and headers), not per read.
+    # Prometheus's default scrape timeout is 10 s too.
+    timeout = 10
+    # Bytes a request may send: a scrape's headers are well under 1 KiB, and we take no body.
+    max_request_bytes = 64 * 1024
+
+    def setup(self) -> None:
+        super().setup()
+        # Close the stock reader first: an open makefile() would keep the socket from closing.
+        self.rfile.close()
+        self.rfile = io.BufferedReader(
+            _DeadlineReader(self.connection, self.timeout, self.max_request_bytes))
+
+    def get_stderr(self) -> io.StringIO:
+        return _LogStream()
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -79,18 +134,51 @@ class _QuietHandler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Connections served at once; more are closed on accept. Prometheus needs one, and the cap
+    # keeps a flood of idle clients from taking every thread and file descriptor.
+    max_connections = 16
+    # wsgiref's listen backlog of 5 drops the SYNs of a burst of connections (the client retries
+    # a second later); room for a full set of connections keeps a scrape from waiting on that.
+    request_queue_size = 32
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._accept_failed = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def get_request(self) -> tuple:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            # Out of file descriptors (EMFILE), accept fails at once while the listening socket
+            # stays readable: without a pause the loop spins at 100% CPU.
+            level = logging.DEBUG if self._accept_failed else logging.WARNING
+            self._accept_failed = True
+            _log.log(level, "boto-prom: the metrics server cannot accept a connection (%s); "
+                     "retrying every 0.1 s", exc)
+            time.sleep(0.1)
+            raise
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started (the caller closes the connection)
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: object, client_address: object) -> None:
-        # A client that hangs up, times out or fails the TLS handshake (plain HTTP to the
-        # TLS port, no client certificate) is routine: no traceback on stderr.
-        import sys
-
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            logging.getLogger("boto_prom").debug("boto-prom: metrics client %s: %s",
-                                                 client_address, exc)
-            return
-        super().handle_error(request, client_address)
+        # A client that hangs up, times out, fails the TLS handshake (plain HTTP to the TLS
+        # port, no client certificate) or sends garbage is routine: no traceback on stderr.
+        _log.debug("boto-prom: metrics client %s", client_address, exc_info=True)
 
 
 def _server_class(addr: str) -> type:
@@ -169,12 +257,14 @@ _server: Optional[MetricsServer] = None
 _server_lock = threading.Lock()
 
 
-def ensure_server(addr: str, port: Optional[int], registry: CollectorRegistry, *,
+def ensure_server(addr: Optional[str], port: Optional[int], registry: CollectorRegistry, *,
                   app: Optional[WSGIApp] = None, ssl_context: Optional[ssl.SSLContext] = None,
                   variant: Hashable = None) -> MetricsServer:
     """The process's metrics server, started on the first call and reused after.
 
     Args:
+        addr: the address to bind; None means the running server's, or DEFAULT_ADDR for the
+            first.
         port: the port to listen on; None means the running server's, or DEFAULT_PORT for
             the first; 0 lets the system pick a free one (and reuses a running server).
         app: what to serve instead of ``make_app(registry)`` (the multiprocess view, an app
@@ -185,15 +275,22 @@ def ensure_server(addr: str, port: Optional[int], registry: CollectorRegistry, *
 
     Raises:
         ConfigurationError: the port cannot be bound, or a server already runs on another
-            port, for another registry or with another variant.
+            address or port, for another registry or with another variant.
     """
     global _server
     with _server_lock:
         if _server is None:
-            _server = MetricsServer(addr, DEFAULT_PORT if port is None else port, registry,
-                                    app, ssl_context)
+            _server = MetricsServer(DEFAULT_ADDR if addr is None else addr,
+                                    DEFAULT_PORT if port is None else port, registry, app,
+                                    ssl_context)
             _server.variant = variant
             return _server
+        if addr is not None and addr != _server.addr:
+            raise ConfigurationError(
+                f"boto-prom's metrics server already listens on {_server.addr}; a process has "
+                f"one server, so addr={addr!r} cannot be served too (pass addr="
+                f"{_server.addr!r}, or no addr and no BOTO_PROM_ADDR, to reuse it)."
+            )
         if port not in (None, 0, _server.port):
             raise ConfigurationError(
                 f"boto-prom's metrics server already runs on port {_server.port}; a process "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -12,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import boto_prom
 from boto_prom import ConfigurationError
-from boto_prom.server import ensure_server, get_server
+from boto_prom import server as server_module
+from boto_prom.server import DEFAULT_ADDR, ensure_server, get_server
 from tests.conftest import HAS_BOTO2, require_binary
 
 
@@ -116,6 +120,113 @@ def test_later_enables_reuse_the_server(aws, registry):
     other = first.server.port + 1 if first.server.port < 65535 else first.server.port - 1
     with pytest.raises(ConfigurationError, match="already runs on port"):
         boto_prom.enable_metrics(aws.dynamodb(), registry=registry, port=other)
+
+
+def test_explicit_other_addr_is_a_configuration_error(registry):
+    """A later call naming another address fails in one sentence; no addr reuses the server."""
+    first = ensure_server(None, 0, registry)
+    assert first.addr == DEFAULT_ADDR
+    assert ensure_server(None, None, registry) is first
+    assert ensure_server(DEFAULT_ADDR, first.port, registry) is first
+    with pytest.raises(ConfigurationError, match="already listens on 127.0.0.1") as raised:
+        ensure_server("0.0.0.0", first.port, registry)
+    assert "\n" not in str(raised.value)
+
+
+def _closed_by_server(sock):
+    """True when the server has closed (or reset) the connection, False on a read timeout."""
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_connections_past_the_cap_are_closed_while_a_scrape_still_succeeds(registry):
+    """With every slot held by idle clients a new connection is closed at once, and a scrape
+    gets through as soon as a slot frees."""
+    server = ensure_server("127.0.0.1", 0, registry)
+    address = ("127.0.0.1", server.port)
+    held = [socket.create_connection(address, timeout=5)
+            for _ in range(server._httpd.max_connections)]
+    try:
+        with socket.create_connection(address, timeout=5) as extra:
+            started = time.monotonic()
+            assert _closed_by_server(extra)
+            assert time.monotonic() - started < 2
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert fetch(server.url)[0] == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "no slot came free"
+                time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_slowloris_client_is_cut_off_at_the_request_deadline(registry, monkeypatch):
+    """A client trickling a header byte every 0.2 s is cut off at the (here 1 s) deadline."""
+    monkeypatch.setattr(server_module._QuietHandler, "timeout", 1)
+    server = ensure_server("127.0.0.1", 0, registry)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+            if _closed_by_server(sock):
+                break
+        assert time.monotonic() - started < 3
+
+
+def test_malformed_accept_header_is_a_500_without_a_traceback_on_stderr(registry, capfd,
+                                                                          caplog):
+    """A bad OpenMetrics version in Accept gets a 500, logged at debug, not printed, and the
+    server keeps answering."""
+    caplog.set_level(logging.DEBUG, logger="boto_prom")
+    server = ensure_server("127.0.0.1", 0, registry)
+    for _ in range(3):
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            fetch(server.url, accept="application/openmetrics-text; version=abc")
+        assert raised.value.code == 500
+    assert fetch(server.url)[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+    assert "Traceback" in caplog.text
+
+
+class _OutOfFds:
+    """The listening socket of a process out of file descriptors: accept fails with EMFILE."""
+
+    def __init__(self, sock):
+        self.sock, self.calls = sock, 0
+
+    def accept(self):
+        self.calls += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_accept_failures_pause_and_warn_once_instead_of_spinning(registry, monkeypatch,
+                                                                 caplog):
+    """While accept fails the loop retries every 0.1 s (not thousands of times) and warns once."""
+    server = ensure_server("127.0.0.1", 0, registry)
+    failing = _OutOfFds(server._httpd.socket)
+    monkeypatch.setattr(server._httpd, "socket", failing)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        time.sleep(0.5)
+    assert 1 <= failing.calls <= 10
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot accept" in warnings[0].getMessage()
 
 
 def test_server_thread_is_a_daemon(served):
