@@ -30,14 +30,14 @@ def _names(what: str, values: object) -> Optional[FrozenSet[str]]:
         raise ConfigurationError(
             f"{what} must be a list of names like ['s3', 'ec2'], not {values!r}."
         )
-    names = frozenset(values)
-    bad = sorted(repr(v) for v in names if safe_name(v) is None)
+    values = list(values)
+    bad = sorted(repr(v) for v in values if type(v) is not str or safe_name(v) is None)
     if bad:
         raise ConfigurationError(
             f"{what} must hold short names of letters, digits, '-', '_' or '.', "
             f"not {', '.join(bad)}."
         )
-    return names
+    return frozenset(values)
 
 
 def make_filter(

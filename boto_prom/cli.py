@@ -12,8 +12,8 @@ from ._version import __version__
 
 def _positive(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    if not 0 <= value < float("inf"):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text}")
     return value
 
 

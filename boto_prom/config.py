@@ -8,7 +8,6 @@ from typing import Optional
 
 from ._errors import ConfigurationError
 from ._naming import safe_name
-from .server import DEFAULT_ADDR
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -50,12 +49,19 @@ def resolve_port(port: Optional[int]) -> Optional[int]:
     return int_setting(port, "port", "BOTO_PROM_PORT", 0, 65535, "a port number from 0 to 65535")
 
 
-def resolve_addr(addr: Optional[str]) -> str:
-    """addr, else ``BOTO_PROM_ADDR``, else loopback."""
+def resolve_addr(addr: Optional[str]) -> Optional[str]:
+    """addr, else ``BOTO_PROM_ADDR``, else None: the running server's address, or loopback
+    (``DEFAULT_ADDR``) for the first one."""
+    source = "addr"
     if addr is None:
-        addr = os.environ.get("BOTO_PROM_ADDR", "").strip() or DEFAULT_ADDR
-    if not isinstance(addr, str):
-        raise ConfigurationError(f"addr must be a host name or IP address string, not {addr!r}.")
+        addr = os.environ.get("BOTO_PROM_ADDR", "").strip() or None
+        if addr is None:
+            return None
+        source = "BOTO_PROM_ADDR"
+    if not isinstance(addr, str) or not addr or "\0" in addr or addr != addr.strip():
+        raise ConfigurationError(
+            f"{source} must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), "
+            f"not {addr!r}.")
     return addr
 
 

@@ -150,26 +150,55 @@ def enable_metrics(
         if isinstance(existing, BotoRequestHook) and existing.active:
             return existing
 
+    from ._serve import serve
     from .csvlog import csv_sinks
-    from .metrics import metrics_for
-    from .push import exit_push_from_env
+    from .metrics import metrics_for, validate_buckets
+    from .push import check_push_env, exit_push_from_env
     from .recorder import Recorder
+    from .server import get_server, stop_server
 
-    metrics = metrics_for(registry, buckets, max_label_sets)
-    sinks = csv_sinks(metrics.registry, csv_path, csv_format, csv_max_bytes, csv_backups)
-    recorder = Recorder(metrics, sinks=sinks, accept=accept)
+    # Everything that can be checked is checked before anything is created or installed.
+    if buckets is not None:
+        validate_buckets(buckets, "buckets")
+    check_push_env()
+    registry = _check_registry(registry)
+
+    started = None
     server = None
     if start_server:
-        # Before installing anything: a port that cannot be bound leaves the target as it was.
-        from ._serve import serve
-
-        server = serve(addr, port, metrics.registry, web_config=web_config,
+        running = get_server()
+        server = serve(addr, port, registry, web_config=web_config,
                        multiprocess_path=multiprocess_path)
-    hook = _install(kind, target, recorder, aws_service, aws_region)
+        started = server if server is not running else None
+    try:
+        metrics = metrics_for(registry, buckets, max_label_sets)
+        sinks = csv_sinks(registry, csv_path, csv_format, csv_max_bytes, csv_backups)
+        hook = _install(kind, target, Recorder(metrics, sinks=sinks, accept=accept),
+                        aws_service, aws_region)
+        try:
+            exit_push_from_env(registry)
+        except BaseException:
+            disable_metrics(target)
+            raise
+    except BaseException:
+        # A failed enable leaves nothing behind: not even the server this call started.
+        if started is not None:
+            stop_server()
+        raise
     if hook.server is None:
         hook.server = server
-    exit_push_from_env(metrics.registry)
     return hook
+
+
+def _check_registry(registry: Any) -> Any:
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    if registry is None:
+        return REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise ConfigurationError(
+            f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}.")
+    return registry
 
 
 def _install(kind: str, target: Any, recorder: Any, aws_service: Optional[str],

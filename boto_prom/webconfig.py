@@ -232,6 +232,8 @@ def load_web_config(path: str) -> WebConfig:
         raise bad(f"cannot be read ({exc.strerror or exc})") from None
     try:
         doc = yaml.load(text, Loader=_strict_loader(yaml))
+    except RecursionError:
+        raise bad("is nested too deeply to be a web configuration file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

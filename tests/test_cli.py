@@ -75,8 +75,9 @@ def test_demo_busy_port_is_one_sentence(capsys):
     assert "Traceback" not in err
 
 
-def test_bad_arguments_exit_2(capsys):
-    """A negative duration is refused by the argument parser."""
+@pytest.mark.parametrize("duration", ["-1", "nan", "inf"])
+def test_bad_arguments_exit_2(duration, capsys):
+    """A negative, NaN or infinite duration is refused by the argument parser."""
     with pytest.raises(SystemExit) as raised:
-        main(["demo", "--duration", "-1"])
+        main(["demo", "--duration", duration])
     assert raised.value.code == 2

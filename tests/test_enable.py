@@ -51,6 +51,8 @@ needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11
     ({}, {"aws_service": "ec2/../x"}, "aws_service must be a short name"),
     ({}, {"aws_region": ""}, "aws_region must be a short name"),
     ({}, {"addr": 127}, "addr must be"),
+    ({}, {"addr": "127.0.0.1\0"}, "addr must be"),
+    ({}, {"allowed_services": [["s3"]]}, "allowed_services must hold short names"),
 ])
 def test_bad_configuration_is_one_sentence(aws, registry, monkeypatch, env, kwargs, match):
     """Each bad setting fails enable_metrics with one sentence and leaves the connection alone."""
@@ -109,3 +111,34 @@ def test_port_and_addr_from_environment_and_arguments_win(aws, registry, monkeyp
 def test_default_port_avoids_the_usual_suspects():
     """The default port is none of Prometheus's, Pushgateway's, Grafana's or common app ports."""
     assert boto_prom.DEFAULT_PORT not in (9090, 9091, 9093, 9100, 3000, 8000, 8080, 5000, 9464)
+
+
+@needs_boto2
+def test_a_failed_enable_leaves_nothing_behind(aws, registry, tmp_path):
+    """An enable that fails after its server started stops that server, and a busy port stops
+    it before a CSV writer is made."""
+    import socket
+
+    from boto_prom import get_csv_writer, get_server
+
+    boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False, buckets=[1, 2])
+    conn = aws.ec2()
+    with pytest.raises(ConfigurationError, match="differ from the buckets"):
+        boto_prom.enable_metrics(conn, registry=registry, port=0, buckets=[5, 10])
+    assert get_server() is None and conn.request_hook is None
+    path = tmp_path / "calls.csv"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(ConfigurationError, match="already in use"):
+            boto_prom.enable_metrics(conn, registry=registry, csv_path=str(path),
+                                     port=holder.getsockname()[1])
+    assert get_csv_writer(str(path)) is None and not path.exists()
+    assert conn.request_hook is None
+
+
+@needs_boto2
+def test_registry_that_is_not_a_registry_is_one_sentence(aws):
+    """registry= of the wrong type fails enable_metrics with one sentence."""
+    with pytest.raises(ConfigurationError, match="registry must be a prometheus_client"):
+        boto_prom.enable_metrics(aws.ec2(), registry="default", start_server=False)
