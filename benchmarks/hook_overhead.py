@@ -56,7 +56,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 import warnings
 from datetime import datetime, timedelta

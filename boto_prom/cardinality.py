@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Callable, FrozenSet, Iterable, Optional
 
 from ._errors import ConfigurationError
-from .config import int_setting
 from ._naming import safe_name
-from .record import RequestRecord
+from .config import int_setting
 
 RecordFilter = Callable[[str, str], bool]
 """Takes (aws_service, action); False means the call is not recorded at all."""

@@ -21,7 +21,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.stub import Stubber
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 import boto_prom
@@ -37,7 +37,7 @@ from boto_prom.botocore import (
     events_of,
     registered_hook,
 )
-from boto_prom.metrics import PrometheusMetrics, metrics_for
+from boto_prom.metrics import metrics_for
 from boto_prom.record import RequestRecord
 from boto_prom.recorder import Recorder
 from tests.conftest import HAS_BOTO2
