@@ -34,23 +34,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, Counter
 
-from ._errors import ConfigurationError
 from .record import RequestRecord
+from .settings import (CSV_FORMATS, DEFAULT_CSV_BACKUPS, DEFAULT_CSV_MAX_BYTES, ConfigurationError,
+                       CsvSettings, csv_real_path)
 
 log = logging.getLogger("boto_prom")
 
-FORMATS = ("csv", "requestlog")
-"""``csv``: a CSV file with a header row; ``requestlog``: boto's ``RequestLogger`` lines."""
-
+FORMATS = CSV_FORMATS
 COLUMNS = ("timestamp", "aws_service", "aws_region", "action", "status_code",
            "duration_seconds", "request_bytes", "response_bytes", "error_type", "request_id")
 """The columns of the ``csv`` format, in order."""
 
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-"""Rotate once the file would reach 100 MiB (about a million rows)."""
-
-DEFAULT_BACKUPS = 5
-"""Keep five rotated files (``requests.csv.1`` ... ``requests.csv.5``)."""
+DEFAULT_MAX_BYTES = DEFAULT_CSV_MAX_BYTES
+DEFAULT_BACKUPS = DEFAULT_CSV_BACKUPS
 
 QUEUE_SIZE = 10_000
 """Rows that may wait for the writer before new ones are dropped (a few MB at most)."""
@@ -579,8 +575,6 @@ class CsvSink:
         metrics: the CSV self-metrics of the hook's registry.
     """
 
-    stage = "csv"
-
     def __init__(self, writer: CsvWriter, metrics: CsvMetrics) -> None:
         self.writer = writer
         self.metrics = metrics
@@ -655,32 +649,30 @@ def get_csv_writer(path: Any) -> Optional[CsvWriter]:
         path: the ``csv_path`` given to :func:`boto_prom.enable_metrics` (or ``BOTO_PROM_CSV``).
     """
     try:
-        real = _resolve(path)
+        real = csv_real_path(path)
     except ConfigurationError:
         return None
     with _writers_lock:
         return _writers.get(real)
 
 
-def csv_writer_for(path: Any, format: Optional[str] = None, max_bytes: Optional[int] = None,
-                   backups: Optional[int] = None, queue_size: int = QUEUE_SIZE) -> CsvWriter:
-    """The writer of path: the running one, or a new one after checking the path is writable.
+def csv_writer_for(settings: CsvSettings, queue_size: int = QUEUE_SIZE) -> CsvWriter:
+    """The writer of a CSV file: the running one, or a new one.
 
-    Options left None take the running writer's, or the defaults for a new one.
+    Args:
+        settings: the file and its options, checked (:func:`boto_prom.settings.csv_settings`);
+            options left None take the running writer's, or the defaults for a new one.
+        queue_size: rows that may wait for the writer before new ones are dropped.
 
     Raises:
-        ConfigurationError: bad options, a path that cannot be written, or options that differ
-            from those of the writer already running for the path.
+        ConfigurationError: options that differ from those of the writer already running for
+            the file.
     """
-    if format is not None and format not in FORMATS:
-        raise ConfigurationError(f"csv_format must be 'csv' or 'requestlog', not {format!r}.")
-    max_bytes = _check_count("csv_max_bytes", max_bytes)
-    backups = _check_count("csv_backups", backups)
-    real = _resolve(path)
+    real = settings.path
     with _writers_lock:
         writer = _writers.get(real)
         if writer is not None:
-            asked = (format, max_bytes, backups)
+            asked = (settings.format, settings.max_bytes, settings.backups)
             running = (writer.format, writer.max_bytes, writer.backups)
             if any(a is not None and a != r for a, r in zip(asked, running)):
                 raise ConfigurationError(
@@ -689,84 +681,11 @@ def csv_writer_for(path: Any, format: Optional[str] = None, max_bytes: Optional[
                     "the same options (or none) for the same file, or another csv_path."
                 )
             return writer
-        max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        backups = DEFAULT_BACKUPS if backups is None else backups
-        if max_bytes and not backups:
-            raise ConfigurationError(
-                "csv_backups must be 1 or more when csv_max_bytes is set, since rotation "
-                "keeps the old rows in backups; pass csv_max_bytes=0 for one growing file."
-            )
-        _check_writable(real)
-        writer = _writers[real] = CsvWriter(real, format or "csv", max_bytes, backups,
-                                            queue_size)
+        writer = _writers[real] = CsvWriter(
+            real, settings.format or "csv",
+            DEFAULT_MAX_BYTES if settings.max_bytes is None else settings.max_bytes,
+            DEFAULT_BACKUPS if settings.backups is None else settings.backups, queue_size)
         return writer
-
-
-def csv_sinks(registry: CollectorRegistry, path: Any, format: Optional[str] = None,
-              max_bytes: Optional[int] = None, backups: Optional[int] = None) -> List[CsvSink]:
-    """The CSV sinks enable_metrics gives a hook's recorder: one when path is set, else none.
-
-    Raises:
-        ConfigurationError: as :func:`csv_writer_for`, or CSV options without a path.
-    """
-    if path is None:
-        if (format, max_bytes, backups) != (None, None, None):
-            raise ConfigurationError(
-                "csv_format, csv_max_bytes and csv_backups apply to a CSV file; pass csv_path= "
-                "(or set BOTO_PROM_CSV) too.")
-        return []
-    return [CsvSink(csv_writer_for(path, format, max_bytes, backups), csv_metrics_for(registry))]
-
-
-def _check_count(name: str, value: Optional[int]) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{name} must be a whole number, 0 or more, not {value!r}.")
-    return value
-
-
-def _resolve(path: Any) -> str:
-    try:
-        text = os.fsdecode(os.fspath(path))
-    except TypeError:
-        text = ""
-    if not text:
-        raise ConfigurationError(
-            f"csv_path must be a file path (a str or os.PathLike), not {path!r}.")
-    return os.path.realpath(os.path.abspath(text))
-
-
-def _check_writable(real: str) -> None:
-    """Fail now, in one sentence, for a path the writer thread could never write."""
-    directory = os.path.dirname(real)
-    if os.path.isdir(real):
-        raise ConfigurationError(
-            f"csv_path {real} is a directory; pass the path of a file in it.")
-    if not os.path.isdir(directory):
-        what = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise ConfigurationError(
-            f"the directory of csv_path, {directory}, {what}; create it or pass a csv_path in "
-            "an existing directory.")
-    try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        # A FIFO or a device: opening one may block until a reader comes, which is the
-        # writer thread's business, not the caller's.
-        if os.access(real, os.W_OK):
-            return
-        error = "permission denied"
-    else:
-        try:
-            os.close(os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
-            return
-        except OSError as exc:
-            error = (exc.strerror or str(exc)).lower()
-    raise ConfigurationError(
-        f"csv_path {real} cannot be written ({error}); pass a csv_path in a directory this "
-        "process may write to.")
 
 
 @atexit.register
@@ -780,4 +699,4 @@ def _flush_at_exit() -> None:
 
 
 __all__ = ["COLUMNS", "CsvSink", "CsvWriter", "DEFAULT_BACKUPS", "DEFAULT_MAX_BYTES",
-           "FORMATS", "csv_metrics_for", "csv_sinks", "csv_writer_for", "get_csv_writer"]
+           "FORMATS", "csv_metrics_for", "csv_writer_for", "get_csv_writer"]

@@ -1,4 +1,5 @@
-"""The Prometheus sink: the metric contract, built once per registry, fed one record at a time.
+"""The Prometheus sink: the metric contract, built once per registry, and one
+:class:`Bound` per label set that records a call with label lookups and inc/observe only.
 
 The metric and label names here are public API: the Grafana dashboard, the alert rules and
 users' own queries depend on them. Renaming one is a changelog entry.
@@ -6,18 +7,16 @@ users' own queries depend on them. Renaming one is a changelog entry.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_left
 import weakref
+from bisect import bisect_left
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from ._errors import ConfigurationError
 from ._version import __version__
-from .record import RequestRecord
+from .settings import ConfigurationError, in_multiprocess_mode
 
 # AWS API latency, in seconds: OpenTelemetry's HTTP-client advice (5 ms to 10 s), extended to a
 # minute for slow S3 transfers and boto's backoff sleeps.
@@ -53,51 +52,121 @@ _FOLD_SETS = 100
 EXEMPLAR_LABEL = "aws_request_id"
 _EXEMPLAR_MAX_ID = 128 - len(EXEMPLAR_LABEL)
 # A bucket keeps only its latest exemplar until the next scrape, so one per bucket per second
-# is all a scrape can see; building one per call cost about a fifth of the per-call overhead.
+# is all a scrape can see, and building one is dear next to an observe.
 EXEMPLAR_INTERVAL_SECONDS = 1.0
 _monotonic = time.monotonic
 
 
-def validate_buckets(buckets: object, what: str) -> Tuple[float, ...]:
-    """Buckets as a tuple of floats, or a ConfigurationError saying what is wrong with them."""
-    try:
-        values = tuple(float(b) for b in buckets)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"{what} must be a list of numbers in increasing order, not {buckets!r}."
-        ) from None
-    finite = [b for b in values if not math.isinf(b)]
-    if not finite or any(b <= 0 or math.isnan(b) for b in finite) or any(
-        a >= b for a, b in zip(finite, finite[1:])
-    ):
-        raise ConfigurationError(
-            f"{what} must be positive numbers in strictly increasing order, not {buckets!r}."
-        )
-    return tuple(finite)
+class Bound:
+    """One (aws_service, aws_region, action) label set, ready to record a call.
 
+    The label set is the one calls are counted under: folded into ``action="_other"`` once
+    ``max_label_sets`` is reached. Its children are bound once; status codes and error types,
+    which vary within a label set, are bound on their first use.
 
-class _Children:
-    """The label-bound children of one (service, region, action) label set."""
+    Get one from :meth:`boto_prom.recorder.Recorder.bind`, which has applied the filters.
+    """
 
-    __slots__ = ("labels", "duration", "request_size", "response_size", "throttled", "requests",
-                 "errors", "retries", "exhausted", "exemplar_due", "folded")
+    __slots__ = ("labels", "folded", "duration", "request_size", "response_size", "throttled",
+                 "requests", "errors", "retries", "exhausted", "attempt", "in_flight",
+                 "exemplar_due", "_metrics")
 
-    def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str]) -> None:
+    def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str],
+                 folded: bool) -> None:
+        self._metrics = metrics
         self.labels = labels
-        self.folded = False  # the label set calls past max_label_sets are counted under
+        # Each call under a folded label set also counts in boto_prom_label_sets_folded_total.
+        self.folded = metrics.folded if folded else None
         self.duration = metrics.duration.labels(*labels)
         self.request_size = metrics.request_size.labels(*labels)
         self.response_size = metrics.response_size.labels(*labels)
         self.throttled = metrics.throttled.labels(*labels)
-        # Status codes and error types vary within a label set: bound lazily, per value.
         self.requests: Dict[str, object] = {}
         self.errors: Dict[str, object] = {}
         # Only botocore says how many attempts a call made: bound on its first retry, so boto 2
         # label sets get no always-zero series.
         self.retries: Optional[object] = None
         self.exhausted: Dict[str, object] = {}
+        # botocore's attempt histogram and in-flight gauge: bound by :meth:`follow_attempts`.
+        self.attempt: Optional[object] = None
+        self.in_flight: Optional[object] = None
         # Per duration bucket (+Inf last): when it may next take an exemplar.
         self.exemplar_due: List[float] = [0.0] * (len(metrics.duration_buckets) + 1)
+
+    def follow_attempts(self) -> "Bound":
+        """Bind the per-attempt children too (botocore sees attempts; boto 2 does not)."""
+        if self.in_flight is None:
+            metrics = self._metrics
+            self.attempt = metrics.attempt_duration.labels(*self.labels)
+            self.in_flight = metrics.in_flight.labels(self.labels[0], self.labels[1])
+        return self
+
+    # The per-call path: label lookups and inc/observe, nothing else.
+    def record(self, status_code: str, duration: Optional[float],
+               request_bytes: Optional[int], response_bytes: Optional[int],
+               error_type: Optional[str], throttled: bool, request_id: Optional[str],
+               attempts: Optional[int] = None, exhausted: bool = False) -> None:
+        """Count one finished call in every metric it belongs to (arguments as the fields of
+        :class:`boto_prom.record.RequestRecord`)."""
+        counter = self.requests.get(status_code)
+        if counter is None:
+            counter = self._child(self.requests, self._metrics.requests, status_code)
+        counter.inc()  # type: ignore[attr-defined]
+        if self.folded is not None:
+            self.folded.inc()  # type: ignore[attr-defined]
+        if duration is not None:
+            if request_id is not None and self._metrics.exemplars:
+                self._observe_with_exemplar(duration, request_id)
+            else:
+                self.duration.observe(duration)  # type: ignore[attr-defined]
+        if request_bytes is not None:
+            self.request_size.observe(request_bytes)  # type: ignore[attr-defined]
+        if response_bytes is not None:
+            self.response_size.observe(response_bytes)  # type: ignore[attr-defined]
+        if error_type is not None:
+            self._error(error_type, throttled, exhausted)
+        if attempts is not None and attempts > 1:
+            retries = self.retries
+            if retries is None:
+                retries = self.retries = self._metrics.retries.labels(*self.labels)
+            retries.inc(attempts - 1)  # type: ignore[attr-defined]
+
+    def _child(self, children: Dict[str, object], family: object, value: str) -> object:
+        child = children[value] = family.labels(*self.labels, value)  # type: ignore[attr-defined]
+        return child
+
+    def _error(self, error_type: str, throttled: bool, exhausted: bool) -> None:
+        counter = self.errors.get(error_type)
+        if counter is None:
+            if len(self.errors) >= MAX_ERROR_TYPES:
+                # Error codes come from the server: past a bound, fold them too.
+                error_type = OTHER
+                counter = self.errors.get(OTHER)
+            if counter is None:
+                counter = self._child(self.errors, self._metrics.errors, error_type)
+        counter.inc()  # type: ignore[attr-defined]
+        if throttled:
+            self.throttled.inc()  # type: ignore[attr-defined]
+        if exhausted:
+            counter = self.exhausted.get(error_type)
+            if counter is None:
+                counter = self._child(self.exhausted, self._metrics.retries_exhausted,
+                                      error_type)
+            counter.inc()  # type: ignore[attr-defined]
+
+    def _observe_with_exemplar(self, duration: float, request_id: str) -> None:
+        # A bucket keeps only its latest exemplar until the next scrape: one per bucket per
+        # interval is all a scrape can see, so the rest are observed without one.
+        if len(request_id) > _EXEMPLAR_MAX_ID:
+            self.duration.observe(duration)  # type: ignore[attr-defined]
+            return
+        bucket = bisect_left(self._metrics.duration_buckets, duration)
+        now = _monotonic()
+        if now >= self.exemplar_due[bucket]:
+            self.exemplar_due[bucket] = now + EXEMPLAR_INTERVAL_SECONDS
+            self.duration.observe(duration, {EXEMPLAR_LABEL: request_id})  # type: ignore
+        else:
+            self.duration.observe(duration)  # type: ignore[attr-defined]
 
 
 class PrometheusMetrics:
@@ -184,110 +253,43 @@ class PrometheusMetrics:
         )
         self.build_info = _build_info(registry)
         # Every label set recorded so far, folded ones included: bounded by max_label_sets
-        # plus the fold sets, so it doubles as the cache of bound children.
-        self._children: Dict[Tuple[str, str, str], _Children] = {}
+        # plus the fold sets.
+        self._bound: Dict[Tuple[str, str, str], Bound] = {}
         self._kept = 0
         self._fold_sets = 0
         self._new_lock = threading.Lock()
         # prometheus_client keeps no exemplars in multiprocess mode: skip building them there.
-        from .multiprocess import in_multiprocess_mode
-
         self.exemplars = not in_multiprocess_mode()
-        self.wants_request_id = self.exemplars
 
-    def label_set(self, labels: Tuple[str, str, str]) -> Tuple[str, str, str]:
-        """The label set a call with these labels is counted under (folded past the cap)."""
-        return self._bound(labels).labels
-
-    def _bound(self, labels: Tuple[str, str, str]) -> _Children:
-        children = self._children.get(labels)
-        if children is None:
-            children = self._new_label_set(labels)
-        return children
-
-    def _new_label_set(self, labels: Tuple[str, str, str]) -> _Children:
-        # The slow path, once per label set (and per call of a folded one): under a lock so
-        # that racing threads cannot push the count past the cap.
+    def bound(self, labels: Tuple[str, str, str]) -> Bound:
+        """The bound label set calls with these labels are counted under (folded past the
+        cap). Once per label set and adapter: adapters cache what it returns."""
+        bound = self._bound.get(labels)
+        if bound is not None:
+            return bound
+        # Under a lock, so that racing threads cannot push the count past the cap.
         with self._new_lock:
-            children = self._children.get(labels)
-            if children is not None:
-                return children
+            bound = self._bound.get(labels)
+            if bound is not None:
+                return bound
             if self._kept < self.max_label_sets:
                 self._kept += 1
-                children = self._children[labels] = _Children(self, labels)
-                return children
+                bound = self._bound[labels] = Bound(self, labels, folded=False)
+                return bound
             folded = (labels[0], labels[1], OTHER)
-            children = self._children.get(folded)
-            if children is None:
+            bound = self._bound.get(folded)
+            if bound is None:
                 if self._fold_sets >= _FOLD_SETS:
                     folded = (OTHER, OTHER, OTHER)
-                    children = self._children.get(folded)
-                if children is None:
+                    bound = self._bound.get(folded)
+                if bound is None:
                     self._fold_sets += 1
-                    children = self._children[folded] = _Children(self, folded)
-                    children.folded = True
-            return children
-
-    def record(self, rec: RequestRecord) -> None:
-        """Count one finished call in every metric it belongs to."""
-        children = self._bound((rec.aws_service, rec.aws_region, rec.action))
-        labels = children.labels
-        if children.folded:
-            self.folded.inc()
-        status = rec.status_code
-        counter = children.requests.get(status)
-        if counter is None:
-            counter = children.requests[status] = self.requests.labels(*labels, status)
-        counter.inc()  # type: ignore[attr-defined]
-        duration = rec.duration_seconds
-        if duration is not None:
-            request_id = rec.request_id
-            if request_id and self.exemplars and len(request_id) <= _EXEMPLAR_MAX_ID:
-                bucket = bisect_left(self.duration_buckets, duration)
-                now = _monotonic()
-                if now >= children.exemplar_due[bucket]:
-                    children.exemplar_due[bucket] = now + EXEMPLAR_INTERVAL_SECONDS
-                    children.duration.observe(duration, {EXEMPLAR_LABEL: request_id})
-                else:
-                    children.duration.observe(duration)
-            else:
-                children.duration.observe(duration)
-        if rec.request_bytes is not None:
-            children.request_size.observe(rec.request_bytes)
-        if rec.response_bytes is not None:
-            children.response_size.observe(rec.response_bytes)
-        error_type = rec.error_type
-        if error_type is not None:
-            counter = children.errors.get(error_type)
-            if counter is None:
-                if len(children.errors) >= MAX_ERROR_TYPES:
-                    # Error codes come from the server: past a bound, fold them too.
-                    error_type = OTHER
-                    counter = children.errors.get(OTHER)
-                if counter is None:
-                    counter = children.errors[error_type] = self.errors.labels(*labels,
-                                                                               error_type)
-            counter.inc()  # type: ignore[attr-defined]
-            if rec.throttled:
-                children.throttled.inc()
-            if rec.retries_exhausted:
-                counter = children.exhausted.get(error_type)
-                if counter is None:
-                    counter = children.exhausted[error_type] = self.retries_exhausted.labels(
-                        *labels, error_type)
-                counter.inc()  # type: ignore[attr-defined]
-        attempts = rec.attempts
-        if attempts is not None and attempts > 1:
-            retries = children.retries
-            if retries is None:
-                retries = children.retries = self.retries.labels(*labels)
-            retries.inc(attempts - 1)  # type: ignore[attr-defined]
+                    bound = self._bound[folded] = Bound(self, folded, folded=True)
+            return bound
 
 
 def _build_info(registry: CollectorRegistry) -> object:
     """``boto_prom_build_info{version}`` = 1, as an Info, or as a Gauge in multiprocess mode."""
-    from .multiprocess import in_multiprocess_mode
-
     if not in_multiprocess_mode():
         info = Info("boto_prom_build", "boto-prom build information.", registry=registry)
         info.info({"version": __version__})
@@ -309,23 +311,23 @@ _lock = threading.Lock()
 
 
 def metrics_for(
-    registry: Optional[CollectorRegistry] = None,
+    registry: CollectorRegistry,
     duration_buckets: Optional[Sequence[float]] = None,
     max_label_sets: Optional[int] = None,
 ) -> PrometheusMetrics:
     """The metrics of one registry, created on first use and shared by every hook after.
 
     Args:
-        registry: where the metrics live; the global ``prometheus_client.REGISTRY`` by default.
-        duration_buckets: histogram buckets in seconds for ``boto_request_duration_seconds``;
+        registry: where the metrics live.
+        duration_buckets: histogram buckets in seconds for ``boto_request_duration_seconds``,
+            as :func:`boto_prom.settings.check_buckets` returns them;
             only the first caller per registry sets them, a later caller asking for others
             gets a ConfigurationError.
         max_label_sets: distinct (aws_service, aws_region, action) label sets to keep
             before new ones are counted under ``action="_other"`` (default 2000); set by
             the first caller per registry, like the buckets.
     """
-    registry = REGISTRY if registry is None else registry
-    wanted = None if duration_buckets is None else validate_buckets(duration_buckets, "buckets")
+    wanted = None if duration_buckets is None else tuple(duration_buckets)
     with _lock:
         metrics = _by_registry.get(registry)
         if metrics is None:

@@ -1,8 +1,13 @@
-"""One AWS call as a plain record: what every SDK adapter produces and every sink consumes."""
+"""One AWS call as a plain, immutable record: what the CSV writer consumes.
+
+The Prometheus metrics need no record: an adapter hands a call's values straight to the
+label set's :class:`boto_prom.metrics.Bound`. A record is built only when a sink that keeps
+whole calls (the CSV writer) is on.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 UNKNOWN = "unknown"
 """Label value used when a service, region or action cannot be read."""
@@ -11,12 +16,11 @@ NO_RESPONSE = "none"
 """``status_code`` of a call that got no HTTP response at all."""
 
 
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """What boto-prom knows about one finished AWS call.
 
-    Adapters build one per call; sinks (Prometheus metrics, the CSV writer) read it and must
-    not change it. Every field is already safe to publish: no ids, bucket names, object keys,
-    paths or credentials are ever put into a record.
+    Every field is already safe to publish: no ids but the AWS request id, no bucket names,
+    object keys, paths or credentials are ever put into a record.
 
     Attributes:
         sdk: ``"boto2"`` or ``"botocore"``.
@@ -39,55 +43,17 @@ class RequestRecord:
             using every attempt it allows.
     """
 
-    __slots__ = (
-        "sdk",
-        "aws_service",
-        "aws_region",
-        "action",
-        "status_code",
-        "duration_seconds",
-        "request_bytes",
-        "response_bytes",
-        "error_type",
-        "throttled",
-        "request_id",
-        "timestamp",
-        "attempts",
-        "retries_exhausted",
-    )
-
-    def __init__(
-        self,
-        sdk: str,
-        aws_service: str,
-        aws_region: str,
-        action: str,
-        status_code: str,
-        duration_seconds: Optional[float],
-        request_bytes: Optional[int],
-        response_bytes: Optional[int],
-        error_type: Optional[str],
-        throttled: bool,
-        request_id: Optional[str],
-        timestamp: float,
-        attempts: Optional[int] = None,
-        retries_exhausted: bool = False,
-    ) -> None:
-        self.sdk = sdk
-        self.aws_service = aws_service
-        self.aws_region = aws_region
-        self.action = action
-        self.status_code = status_code
-        self.duration_seconds = duration_seconds
-        self.request_bytes = request_bytes
-        self.response_bytes = response_bytes
-        self.error_type = error_type
-        self.throttled = throttled
-        self.request_id = request_id
-        self.timestamp = timestamp
-        self.attempts = attempts
-        self.retries_exhausted = retries_exhausted
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"RequestRecord({fields})"
+    sdk: str
+    aws_service: str
+    aws_region: str
+    action: str
+    status_code: str
+    duration_seconds: Optional[float]
+    request_bytes: Optional[int]
+    response_bytes: Optional[int]
+    error_type: Optional[str]
+    throttled: bool
+    request_id: Optional[str]
+    timestamp: float
+    attempts: Optional[int] = None
+    retries_exhausted: bool = False

@@ -1,58 +1,100 @@
-"""The recorder: where adapters hand their records, and which feeds every sink behind a guard.
+"""The recorder: what an adapter asks, once per label set, for the object that records it.
 
-Adapters (the boto 2 hook, the botocore handlers) build one :class:`RequestRecord` per call and
-call :meth:`Recorder.record`; the recorder passes it to each sink (the Prometheus metrics
-always, the CSV writer when configured). A failing sink is counted and logged once; it never
-stops the others, and never reaches the AWS call.
+:meth:`Recorder.bind` applies the filters (``allowed_services``, ``ignored_actions``) and hands
+back the label set's :class:`boto_prom.metrics.Bound`, folded past ``max_label_sets`` and with
+its prometheus_client children bound; or None, when the filters drop such calls. Adapters cache
+what it returns, so the per-call path is: read the call, look the bound up, inc and observe.
+
+When a CSV file is on, the bound is wrapped so that each call also becomes one immutable
+:class:`boto_prom.record.RequestRecord` for the writer's queue; without one no record is built.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+import time
+from typing import Any, FrozenSet, Optional, Tuple
 
-from ._guard import Guard
-from .metrics import PrometheusMetrics
+from .guard import Guard
+from .metrics import Bound, PrometheusMetrics
 from .record import RequestRecord
 
 
 class Recorder:
-    """Fans records out to sinks; shared by every adapter enabled with the same settings.
+    """Binds label sets for the adapters enabled with one set of settings.
 
     Args:
-        metrics: the Prometheus metrics of the registry (always a sink, and home of the
-            ``boto_prom_hook_errors_total`` self-metric).
-        sinks: further sinks, each with ``record(rec)`` and a ``stage`` name.
-        accept: given (aws_service, action), False means the call reaches no sink (see
-            :func:`boto_prom.cardinality.make_filter`); None keeps every record.
+        metrics: the Prometheus metrics of the registry (home of the
+            ``boto_prom_hook_errors_total`` self-metric, which the guard counts in).
+        csv: the CSV sink when a CSV file is on, else None.
+        allowed_services: record only these services; None records every one.
+        ignored_actions: never record these actions.
     """
 
-    def __init__(self, metrics: PrometheusMetrics, sinks: Sequence[Any] = (),
-                 accept: Optional[Callable[[str, str], bool]] = None) -> None:
+    def __init__(self, metrics: PrometheusMetrics, csv: Any = None,
+                 allowed_services: Optional[FrozenSet[str]] = None,
+                 ignored_actions: FrozenSet[str] = frozenset()) -> None:
         self.metrics = metrics
-        self.accept = accept
         self.registry = metrics.registry
-        self.sinks: Tuple[Any, ...] = (metrics,) + tuple(sinks)
+        self.csv = csv
         self.guard = Guard(metrics.hook_errors)
+        self._allowed = allowed_services
+        self._ignored = ignored_actions
         # Reading the request id costs header lookups on every call: only when a sink uses it.
-        self.wants_request_id = any(getattr(s, "wants_request_id", False) for s in self.sinks)
+        self.wants_request_id = metrics.exemplars or getattr(csv, "wants_request_id", False)
 
-    def record(self, rec: RequestRecord, accepted: bool = False) -> None:
-        """Give rec to every sink, unless the filters reject it. Never raises.
+    def bind(self, sdk: str, aws_service: str, aws_region: str, action: str) -> Any:
+        """What records the calls of one label set, or None when the filters drop them.
 
         Args:
-            rec: the record.
-            accepted: the adapter already applied the filters (to the labels as they were
-                before the Prometheus sink folded them).
+            sdk: ``"boto2"`` or ``"botocore"`` (botocore's bound also follows attempts).
+            aws_service: the call's service label.
+            aws_region: its region label.
+            action: its action label.
+
+        Returns:
+            A :class:`boto_prom.metrics.Bound` (or, with a CSV file, an object with the same
+            ``record`` method that also queues a row), or None.
         """
-        accept = self.accept
-        if accept is not None and not accepted:
-            try:
-                if not accept(rec.aws_service, rec.action):
-                    return
-            except Exception:
-                self.guard.failed("filter")
-        for sink in self.sinks:
-            try:
-                sink.record(rec)
-            except Exception:
-                self.guard.failed(sink.stage)
+        allowed = self._allowed
+        if (allowed is not None and aws_service not in allowed) or action in self._ignored:
+            return None
+        bound = self.metrics.bound((aws_service, aws_region, action))
+        if sdk == "botocore":
+            bound.follow_attempts()
+        if self.csv is None:
+            return bound
+        return _WithCsv(bound, self.csv, self.guard, (sdk, aws_service, aws_region, action))
+
+
+class _WithCsv:
+    """A bound that also hands each call to the CSV sink, as a record.
+
+    The row keeps the call's own labels: the fold bounds the metrics' series, and a file has
+    no such limit.
+    """
+
+    __slots__ = ("bound", "labels", "attempt", "in_flight", "_csv", "_guard", "_head")
+
+    def __init__(self, bound: Bound, csv: Any, guard: Guard,
+                 head: Tuple[str, str, str, str]) -> None:
+        self.bound = bound
+        self.labels = bound.labels
+        self.attempt = bound.attempt
+        self.in_flight = bound.in_flight
+        self._csv = csv
+        self._guard = guard
+        self._head = head
+
+    def record(self, status_code: str, duration: Optional[float],
+               request_bytes: Optional[int], response_bytes: Optional[int],
+               error_type: Optional[str], throttled: bool, request_id: Optional[str],
+               attempts: Optional[int] = None, exhausted: bool = False) -> None:
+        """As :meth:`boto_prom.metrics.Bound.record`, then one row for the CSV file."""
+        self.bound.record(status_code, duration, request_bytes, response_bytes, error_type,
+                          throttled, request_id, attempts, exhausted)
+        try:
+            self._csv.record(RequestRecord(*self._head, status_code, duration, request_bytes,
+                                           response_bytes, error_type, throttled, request_id,
+                                           time.time(), attempts, exhausted))
+        except Exception:
+            self._guard.failed("csv")

@@ -1,0 +1,599 @@
+"""Every setting boto-prom has, resolved and checked in one place, once.
+
+An argument wins over its ``BOTO_PROM_*`` variable, which wins over the default. Each public
+entry point hands its arguments to one function here (:func:`resolve` for
+:func:`boto_prom.enable_metrics`, :func:`resolve_server` for
+:func:`boto_prom.start_multiprocess_server`, :func:`resolve_push` for
+:func:`boto_prom.push_metrics`) and gets back a frozen object; everything downstream receives
+that object. No other module reads the environment. A bad value raises
+:class:`ConfigurationError` with one sentence saying what to change.
+
+The variables:
+
+==============================  ==============================================================
+``BOTO_PROM_DISABLED``          1/true/yes/on: ``enable_metrics`` does nothing
+``BOTO_PROM_PORT``              the metrics server's port
+``BOTO_PROM_ADDR``              the address it binds
+``BOTO_PROM_WEB_CONFIG``        its web configuration file (TLS, basic auth)
+``BOTO_PROM_MAX_LABEL_SETS``    label sets kept before new ones are folded
+``BOTO_PROM_CSV``               the CSV file every request is appended to
+``BOTO_PROM_PUSHGATEWAY``       push the metrics there when the process exits
+``BOTO_PROM_PUSH_JOB``          the push's ``job`` label (default: the script's name)
+``BOTO_PROM_PUSH_GROUPING_KEY`` more grouping labels, ``instance=web1,shard=2``
+``BOTO_PROM_PUSH_USERNAME``     basic auth user for the gateway (with the password)
+``BOTO_PROM_PUSH_PASSWORD``     basic auth password
+``BOTO_PROM_PUSH_TIMEOUT``      seconds a push may take (default 5, at most 600)
+``PROMETHEUS_MULTIPROC_DIR``    prometheus_client's multiprocess directory
+==============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from .naming import safe_name
+
+
+class ConfigurationError(ValueError):
+    """Bad configuration, found at enable time; its message is one sentence saying what to do."""
+
+
+ConfigurationError.__module__ = "boto_prom"  # what users import it as, in tracebacks too
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+CSV_FORMATS = ("csv", "requestlog")
+"""``csv``: a CSV file with a header row; ``requestlog``: boto's ``RequestLogger`` lines."""
+
+DEFAULT_CSV_MAX_BYTES = 100 * 1024 * 1024
+"""Rotate the CSV file once it would reach 100 MiB (about a million rows)."""
+
+DEFAULT_CSV_BACKUPS = 5
+"""Keep five rotated CSV files (``requests.csv.1`` ... ``requests.csv.5``)."""
+
+DEFAULT_PUSH_TIMEOUT = 5.0
+"""Seconds a push may take before it is given up."""
+
+MAX_PUSH_TIMEOUT = 600.0
+"""The longest push timeout accepted; longer ones overflow the socket and thread-join timers."""
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+# --- the settings objects ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the metrics server listens.
+
+    ``addr`` and ``port`` are None when neither an argument nor the environment chose them:
+    the running server's, else the defaults (``DEFAULT_ADDR``, ``DEFAULT_PORT``).
+    """
+
+    addr: Optional[str] = None
+    port: Optional[int] = None
+    web_config: Optional[str] = None
+    multiprocess_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CsvSettings:
+    """The CSV file; options left None take the running writer's, else the defaults."""
+
+    path: str
+    format: Optional[str] = None
+    max_bytes: Optional[int] = None
+    backups: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """One push to a Pushgateway: by hand (:func:`boto_prom.push_metrics`) or at exit."""
+
+    gateway: str
+    job: str
+    grouping_key: Tuple[Tuple[str, str], ...] = ()
+    username: Optional[str] = None
+    password: Optional[str] = None
+    timeout: float = DEFAULT_PUSH_TIMEOUT
+
+    def __repr__(self) -> str:  # never the password, in a traceback or a log line
+        return (f"PushSettings(gateway={shown_url(self.gateway)!r}, job={self.job!r}, "
+                f"grouping_key={dict(self.grouping_key)!r}, username={self.username!r})")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What :func:`boto_prom.enable_metrics` was asked for, every value checked.
+
+    Attributes:
+        disabled: ``BOTO_PROM_DISABLED`` is set: enable nothing.
+        registry: the prometheus_client registry recorded into.
+        server: the server's settings, or None with ``start_server=False``.
+        aws_service: the ``aws_service`` label for every call, or None (read per call).
+        aws_region: the ``aws_region`` label, likewise.
+        buckets: duration histogram buckets, or None (the registry's, else the defaults).
+        allowed_services: record only these services; None records every one.
+        ignored_actions: never record these actions.
+        max_label_sets: label sets kept per registry, or None (the registry's, else 2000).
+        csv: the CSV file, or None.
+        multiprocess_dir: prometheus_client's multiprocess directory, or None.
+        push: the push at exit, or None.
+    """
+
+    disabled: bool = False
+    registry: CollectorRegistry = REGISTRY
+    server: Optional[ServerSettings] = None
+    aws_service: Optional[str] = None
+    aws_region: Optional[str] = None
+    buckets: Optional[Tuple[float, ...]] = None
+    allowed_services: Optional[FrozenSet[str]] = None
+    ignored_actions: FrozenSet[str] = frozenset()
+    max_label_sets: Optional[int] = None
+    csv: Optional[CsvSettings] = None
+    multiprocess_dir: Optional[str] = None
+    push: Optional[PushSettings] = None
+
+    def conflict(self, earlier: "Settings") -> Optional[str]:
+        """What makes these settings record differently from earlier's, or None.
+
+        A setting left unset (None) here agrees with whatever earlier chose.
+        """
+        if self.registry is not earlier.registry:
+            return "another registry"
+        if (self.csv is None) != (earlier.csv is None) or (
+                self.csv is not None and earlier.csv is not None
+                and self.csv.path != earlier.csv.path):
+            return "another CSV file"
+        if self.buckets is not None and self.buckets != earlier.buckets:
+            return "other buckets"
+        if (self.allowed_services, self.ignored_actions) != (earlier.allowed_services,
+                                                            earlier.ignored_actions):
+            return "other allowed_services or ignored_actions"
+        for name in ("aws_service", "aws_region", "max_label_sets"):
+            value = getattr(self, name)
+            if value is not None and value != getattr(earlier, name):
+                return f"another {name}"
+        return None
+
+
+# --- the entry points -------------------------------------------------------------------------
+
+def resolve(
+    *,
+    port: Optional[int] = None,
+    addr: Optional[str] = None,
+    registry: Any = None,
+    start_server: bool = True,
+    aws_service: Optional[str] = None,
+    aws_region: Optional[str] = None,
+    buckets: Optional[Sequence[float]] = None,
+    web_config: Any = None,
+    allowed_services: Optional[Iterable[str]] = None,
+    ignored_actions: Optional[Iterable[str]] = None,
+    max_label_sets: Optional[int] = None,
+    csv_path: Any = None,
+    csv_format: Optional[str] = None,
+    csv_max_bytes: Optional[int] = None,
+    csv_backups: Optional[int] = None,
+) -> Settings:
+    """The settings of one :func:`boto_prom.enable_metrics` call (its arguments, see there).
+
+    Raises:
+        ConfigurationError: one sentence on the first bad setting found.
+    """
+    if env_flag("BOTO_PROM_DISABLED"):
+        return Settings(disabled=True)
+    if web_config is not None and not start_server:
+        raise ConfigurationError(
+            "web_config= configures the metrics server, which start_server=False does not "
+            "start; pass one or the other.")
+    multiprocess_dir = check_multiprocess()
+    server = None
+    if start_server:
+        server = ServerSettings(_port(port), _addr(addr), _web_config(web_config),
+                                multiprocess_dir)
+    return Settings(
+        registry=check_registry(registry),
+        server=server,
+        aws_service=_label_override("aws_service", aws_service),
+        aws_region=_label_override("aws_region", aws_region),
+        buckets=None if buckets is None else check_buckets(buckets, "buckets"),
+        allowed_services=_names("allowed_services", allowed_services),
+        ignored_actions=_names("ignored_actions", ignored_actions) or frozenset(),
+        max_label_sets=_int_setting(max_label_sets, "max_label_sets",
+                                    "BOTO_PROM_MAX_LABEL_SETS", 1, None,
+                                    "a whole number of 1 or more"),
+        csv=csv_settings(csv_path, csv_format, csv_max_bytes, csv_backups),
+        multiprocess_dir=multiprocess_dir,
+        push=_push_from_env(),
+    )
+
+
+def resolve_server(port: Optional[int] = None, addr: Optional[str] = None, *,
+                   web_config: Any = None, multiprocess_dir: Any = None) -> ServerSettings:
+    """The settings of a server that serves the multiprocess directory (and nothing else).
+
+    Raises:
+        ConfigurationError: a bad setting, or no multiprocess directory given or set.
+    """
+    if multiprocess_dir is None:
+        multiprocess_dir = multiprocess_dir_from_env()
+    if not multiprocess_dir:
+        raise ConfigurationError(
+            f"start_multiprocess_server() needs the directory the workers record into; set "
+            f"{MULTIPROC_ENV} (or pass path=).")
+    return ServerSettings(_port(port), _addr(addr), _web_config(web_config),
+                          _path("path", multiprocess_dir))
+
+
+def resolve_push(gateway: Any, *, job: Optional[str] = None,
+                 grouping_key: Optional[Mapping[str, str]] = None,
+                 username: Optional[str] = None, password: Optional[str] = None,
+                 timeout: Any = DEFAULT_PUSH_TIMEOUT) -> PushSettings:
+    """The settings of one push (:func:`boto_prom.push_metrics`'s arguments, see there).
+
+    Raises:
+        ConfigurationError: one sentence on the first bad setting found.
+    """
+    job = default_job() if job is None else job
+    if not isinstance(job, str) or not job:
+        raise ConfigurationError(f"job must be a non-empty string, not {job!r}.")
+    if (username is None) != (password is None):
+        raise ConfigurationError("Pushgateway basic auth needs both username and password.")
+    return PushSettings(_gateway(gateway), job, _grouping_key(grouping_key), username,
+                        password, _timeout(timeout, "timeout"))
+
+
+# --- single settings, each checked once -------------------------------------------------------
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable; anything else is a ConfigurationError."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
+
+
+def _int_setting(value: Optional[int], name: str, env: str, minimum: int,
+                 maximum: Optional[int], expected: str) -> Optional[int]:
+    """value, else the variable env, else None; checked to lie in [minimum, maximum]."""
+    source = name
+    if value is None:
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return None
+        source = env
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{env} must be {expected}, not {raw!r}.") from None
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        raise ConfigurationError(f"{source} must be {expected}, not {value!r}.")
+    return value
+
+
+def _port(port: Optional[int]) -> Optional[int]:
+    return _int_setting(port, "port", "BOTO_PROM_PORT", 0, 65535,
+                        "a port number from 0 to 65535")
+
+
+def _addr(addr: Optional[str]) -> Optional[str]:
+    source = "addr"
+    if addr is None:
+        addr = os.environ.get("BOTO_PROM_ADDR", "").strip() or None
+        if addr is None:
+            return None
+        source = "BOTO_PROM_ADDR"
+    if not isinstance(addr, str) or not addr or "\0" in addr or addr != addr.strip():
+        raise ConfigurationError(
+            f"{source} must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), "
+            f"not {addr!r}.")
+    return addr
+
+
+def _path(name: str, value: Any) -> str:
+    """A file system path as text, or a ConfigurationError naming the setting."""
+    try:
+        text = os.fsdecode(os.fspath(value))
+    except TypeError:
+        text = ""
+    if not text or "\0" in text:
+        raise ConfigurationError(f"{name} must be a file path (a str or os.PathLike), "
+                                 f"not {value!r}.")
+    return text
+
+
+def _web_config(value: Any) -> Optional[str]:
+    if value is None:
+        value = os.environ.get("BOTO_PROM_WEB_CONFIG", "").strip() or None
+        return None if value is None else _path("BOTO_PROM_WEB_CONFIG", value)
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigurationError(f"web_config must be the path of a YAML file, not {value!r}.")
+    return _path("web_config", value)
+
+
+def check_registry(registry: Any) -> CollectorRegistry:
+    """registry, or the global one for None; anything else is a ConfigurationError."""
+    if registry is None:
+        return REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise ConfigurationError(
+            f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}.")
+    return registry
+
+
+def _label_override(name: str, value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    if safe_name(value) is None:
+        raise ConfigurationError(
+            f"{name} must be a short name of letters, digits, '-', '_' or '.' "
+            f"(like 'ec2' or 'us-west-2'), not {value!r}.")
+    return value
+
+
+def check_buckets(buckets: object, what: str) -> Tuple[float, ...]:
+    """Buckets as a tuple of finite floats (+Inf dropped), or a ConfigurationError."""
+    try:
+        values = tuple(float(b) for b in buckets)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{what} must be a list of numbers in increasing order, not {buckets!r}.") from None
+    finite = [b for b in values if not math.isinf(b)]
+    if not finite or any(b <= 0 or math.isnan(b) for b in finite) or any(
+            a >= b for a, b in zip(finite, finite[1:])):
+        raise ConfigurationError(
+            f"{what} must be positive numbers in strictly increasing order, not {buckets!r}.")
+    return tuple(finite)
+
+
+def _names(what: str, values: object) -> Optional[FrozenSet[str]]:
+    if values is None:
+        return None
+    # A lone string is iterable too, and would silently become a set of letters.
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigurationError(
+            f"{what} must be a list of names like ['s3', 'ec2'], not {values!r}.")
+    values = list(values)
+    bad = sorted(repr(v) for v in values if type(v) is not str or safe_name(v) is None)
+    if bad:
+        raise ConfigurationError(
+            f"{what} must hold short names of letters, digits, '-', '_' or '.', "
+            f"not {', '.join(bad)}.")
+    return frozenset(values)
+
+
+# --- the CSV file -----------------------------------------------------------------------------
+
+def csv_settings(path: Any, format: Optional[str] = None, max_bytes: Optional[int] = None,
+                 backups: Optional[int] = None) -> Optional[CsvSettings]:
+    """The CSV file's settings (``csv_path`` and its options, else ``BOTO_PROM_CSV``), checked
+    down to the file being writable; None when no file is asked for."""
+    if path is None:
+        path = os.environ.get("BOTO_PROM_CSV", "").strip() or None
+    if path is None:
+        if (format, max_bytes, backups) != (None, None, None):
+            raise ConfigurationError(
+                "csv_format, csv_max_bytes and csv_backups apply to a CSV file; pass csv_path= "
+                "(or set BOTO_PROM_CSV) too.")
+        return None
+    if format is not None and format not in CSV_FORMATS:
+        raise ConfigurationError(f"csv_format must be 'csv' or 'requestlog', not {format!r}.")
+    max_bytes = _count("csv_max_bytes", max_bytes)
+    backups = _count("csv_backups", backups)
+    if (DEFAULT_CSV_MAX_BYTES if max_bytes is None else max_bytes) and backups == 0:
+        raise ConfigurationError(
+            "csv_backups must be 1 or more when csv_max_bytes is set, since rotation keeps "
+            "the old rows in backups; pass csv_max_bytes=0 for one growing file.")
+    real = csv_real_path(path)
+    _check_writable(real)
+    return CsvSettings(real, format, max_bytes, backups)
+
+
+def _count(name: str, value: Optional[int]) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{name} must be a whole number, 0 or more, not {value!r}.")
+    return value
+
+
+def csv_real_path(path: Any) -> str:
+    """The absolute, symlink-free path a CSV writer is known by."""
+    return os.path.realpath(os.path.abspath(_path("csv_path", path)))
+
+
+def _check_writable(real: str) -> None:
+    """Fail now, in one sentence, for a path the writer thread could never write."""
+    directory = os.path.dirname(real)
+    if os.path.isdir(real):
+        raise ConfigurationError(f"csv_path {real} is a directory; pass the path of a file in it.")
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise ConfigurationError(
+            f"the directory of csv_path, {directory}, {what}; create it or pass a csv_path in "
+            "an existing directory.")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # A FIFO or a device: opening one may block until a reader comes, which is the
+        # writer thread's business, not the caller's.
+        if os.access(real, os.W_OK):
+            return
+        error = "permission denied"
+    else:
+        try:
+            os.close(os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+            return
+        except OSError as exc:
+            error = (exc.strerror or str(exc)).lower()
+    raise ConfigurationError(
+        f"csv_path {real} cannot be written ({error}); pass a csv_path in a directory this "
+        "process may write to.")
+
+
+# --- multiprocess mode ------------------------------------------------------------------------
+
+def in_multiprocess_mode() -> bool:
+    """True when prometheus_client records into a multiprocess directory in this process.
+
+    prometheus_client picks its value storage once, when it is imported; this reads that choice
+    rather than the environment, which may have changed since.
+    """
+    from prometheus_client import values
+
+    mutex = getattr(values, "MutexValue", None)
+    return mutex is not None and getattr(values, "ValueClass", mutex) is not mutex
+
+
+def multiprocess_dir_from_env() -> Optional[str]:
+    """``PROMETHEUS_MULTIPROC_DIR``, or None when it is not set."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def check_multiprocess() -> Optional[str]:
+    """The multiprocess directory when this process records into one, else None.
+
+    Raises:
+        ConfigurationError: the environment and prometheus_client disagree (the variable was
+            set after prometheus_client was imported, or unset since), or the directory is
+            not a writable directory.
+    """
+    path = multiprocess_dir_from_env()
+    active = in_multiprocess_mode()
+    if path is not None and not active:
+        raise ConfigurationError(
+            f"{MULTIPROC_ENV} was set after prometheus_client was imported, so this process "
+            "records in memory only; set it in the environment before the program starts (for "
+            "gunicorn, in the shell or systemd unit that starts it).")
+    if path is None and active:
+        raise ConfigurationError(
+            f"prometheus_client runs in multiprocess mode but {MULTIPROC_ENV} is no longer "
+            "set; leave it set for the life of the process.")
+    if path is not None and not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+        raise ConfigurationError(
+            f"{MULTIPROC_ENV}={path!r} is not a writable directory; create it (empty) before "
+            "the program starts.")
+    return path
+
+
+# --- pushing ----------------------------------------------------------------------------------
+
+def shown_url(gateway: str) -> str:
+    """A URL for a message or a log line, without anything that may be credentials."""
+    return re.sub(r"//[^/?#]*@", "//...@", gateway)
+
+
+def _gateway(gateway: object) -> str:
+    if not isinstance(gateway, str) or not gateway.strip():
+        raise ConfigurationError(
+            f"the Pushgateway must be a URL like http://pushgateway:9091, not {gateway!r}.")
+    gateway = gateway.strip()
+    try:
+        parts = urlsplit(gateway if "://" in gateway else f"http://{gateway}")
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+        hostname = parts.hostname
+    except ValueError:
+        parts, port, hostname = None, None, None
+    if parts is None or port == 0:
+        raise ConfigurationError(
+            f"the Pushgateway URL {shown_url(gateway)!r} has a malformed host or a port that "
+            "is not a number from 1 to 65535; give one like http://pushgateway:9091.")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ConfigurationError(
+            f"the Pushgateway must be an http:// or https:// URL with a host, "
+            f"not {shown_url(gateway)!r}.")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs and error messages.
+        raise ConfigurationError(
+            "the Pushgateway URL must not carry credentials; pass username= and password= "
+            "(or set BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD).")
+    return gateway
+
+
+def _grouping_key(grouping_key: object) -> Tuple[Tuple[str, str], ...]:
+    if grouping_key is None:
+        return ()
+    if not isinstance(grouping_key, Mapping):
+        raise ConfigurationError(
+            f"grouping_key must be a mapping of label names to values, not {grouping_key!r}.")
+    checked = []
+    for name, value in grouping_key.items():
+        if not isinstance(name, str) or not _LABEL_RE.match(name) or name == "job":
+            raise ConfigurationError(
+                f"grouping_key names must be label names other than 'job', not {name!r}.")
+        if not isinstance(value, str):
+            raise ConfigurationError(f"grouping_key[{name!r}] must be a string, not {value!r}.")
+        checked.append((name, value))
+    return tuple(checked)
+
+
+def _timeout(timeout: object, source: str) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            math.isfinite(timeout) and 0 < timeout <= MAX_PUSH_TIMEOUT):
+        raise ConfigurationError(
+            f"{source} must be a number of seconds above 0 and at most {MAX_PUSH_TIMEOUT:g}, "
+            f"not {timeout!r}.")
+    return float(timeout)
+
+
+def default_job() -> str:
+    """``BOTO_PROM_PUSH_JOB``, else the running script's name, else ``boto_prom``."""
+    job = os.environ.get("BOTO_PROM_PUSH_JOB", "").strip()
+    if job:
+        return job
+    script = os.path.basename(sys.argv[0] if sys.argv else "")
+    script = re.sub(r"\.pyw?$", "", script)
+    script = re.sub(r"[^A-Za-z0-9_.-]", "_", script).strip("_")
+    return script if script and not script.startswith("-") else "boto_prom"
+
+
+def _push_from_env() -> Optional[PushSettings]:
+    """The push at exit the ``BOTO_PROM_PUSH*`` variables ask for, or None."""
+    gateway = os.environ.get("BOTO_PROM_PUSHGATEWAY", "").strip()
+    if not gateway:
+        return None
+    if in_multiprocess_mode():
+        # Each worker would push only its own values to one group, each push replacing the last.
+        raise ConfigurationError(
+            "BOTO_PROM_PUSHGATEWAY (push at exit) is not available in multiprocess mode, where "
+            "each worker would overwrite the others' push; unset it and scrape the multiprocess "
+            "server, or push once from one process with boto_prom.push_metrics(url, "
+            "registry=boto_prom.multiprocess_registry()).")
+    raw_timeout = os.environ.get("BOTO_PROM_PUSH_TIMEOUT", "").strip()
+    try:
+        timeout = float(raw_timeout) if raw_timeout else DEFAULT_PUSH_TIMEOUT
+    except ValueError:
+        timeout = float("nan")
+    raw_key = os.environ.get("BOTO_PROM_PUSH_GROUPING_KEY", "").strip()
+    key: Dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw_key.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigurationError(
+                f"BOTO_PROM_PUSH_GROUPING_KEY must be name=value pairs separated by commas, "
+                f"like instance=web1,shard=2, not {raw_key!r}.")
+        key[name.strip()] = value.strip()
+    username = os.environ.get("BOTO_PROM_PUSH_USERNAME") or None
+    password = os.environ.get("BOTO_PROM_PUSH_PASSWORD") or None
+    if (username is None) != (password is None):
+        raise ConfigurationError("Pushgateway basic auth needs both username and password.")
+    return PushSettings(_gateway(gateway), default_job(), _grouping_key(key), username,
+                        password, _timeout(timeout, f"BOTO_PROM_PUSH_TIMEOUT ({raw_timeout!r})"))
