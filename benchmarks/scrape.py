@@ -41,12 +41,11 @@ _POPULATE = r"""
 import sys
 from prometheus_client import REGISTRY
 from boto_prom.metrics import metrics_for
-from boto_prom.record import RequestRecord
 n = int(sys.argv[1])
 metrics = metrics_for(REGISTRY, max_label_sets=n + 1)
 for i in range(n):
-    metrics.record(RequestRecord("boto2", "ec2", "us-west-2", f"Action{i:05d}", "200",
-                                 0.003 * (i % 50), 120 + i, 4000 + i, None, False, None, 0.0))
+    metrics.bound(("ec2", "us-west-2", f"Action{i:05d}")).record(
+        "200", 0.003 * (i % 50), 120 + i, 4000 + i, None, False, None)
 """
 
 
@@ -124,8 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import prometheus_client
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from boto_prom.multiprocess import make_multiprocess_app
-    from boto_prom.server import MetricsServer, make_app
+    from boto_prom.exposition import MetricsServer, make_app, make_multiprocess_app
     from boto_prom.webconfig import load_web_config
 
     started = time.monotonic()

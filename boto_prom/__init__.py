@@ -10,26 +10,23 @@ Quick start::
 
 from typing import Any
 
-from ._errors import ConfigurationError
 from ._version import __version__
 from .csvlog import get_csv_writer
 from .enable import disable_metrics, enable_metrics
+from .exposition import (DEFAULT_PORT, get_server, make_app, make_multiprocess_app,
+                         multiprocess_registry, start_multiprocess_server, stop_server)
 from .metrics import DEFAULT_DURATION_BUCKETS, DEFAULT_MAX_LABEL_SETS, DEFAULT_SIZE_BUCKETS
-from .multiprocess import make_multiprocess_app, start_multiprocess_server
 from .push import push_metrics
-from .record import RequestRecord
-from .server import DEFAULT_PORT, get_server, make_app, stop_server
+from .settings import ConfigurationError
 from .webconfig import load_web_config
 
 __all__ = [
     "BotoRequestHook",
-    "BotocoreHook",
     "ConfigurationError",
     "DEFAULT_DURATION_BUCKETS",
     "DEFAULT_MAX_LABEL_SETS",
     "DEFAULT_PORT",
     "DEFAULT_SIZE_BUCKETS",
-    "RequestRecord",
     "__version__",
     "disable_metrics",
     "enable_metrics",
@@ -38,6 +35,7 @@ __all__ = [
     "load_web_config",
     "make_app",
     "make_multiprocess_app",
+    "multiprocess_registry",
     "push_metrics",
     "start_multiprocess_server",
     "stop_server",
@@ -50,8 +48,4 @@ def __getattr__(name: str) -> Any:
         from .boto2 import BotoRequestHook
 
         return BotoRequestHook
-    if name == "BotocoreHook":
-        from .botocore import BotocoreHook
-
-        return BotocoreHook
     raise AttributeError(f"module 'boto_prom' has no attribute {name!r}")

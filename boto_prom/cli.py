@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ._errors import ConfigurationError
+from .settings import ConfigurationError
 from ._version import __version__
 
 

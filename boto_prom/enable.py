@@ -1,19 +1,21 @@
 """The one-line entry points: :func:`enable_metrics` and :func:`disable_metrics`.
 
-Everything is decided here, once, at enable time: the settings (arguments, then the
-environment), the sinks behind one Recorder, the server; then the adapter for the target is
-installed. Bad settings fail here with one sentence, before anything is installed.
+Enabling is one order: resolve every setting (:mod:`boto_prom.settings`), then start the
+server, open the CSV writer, build one :class:`~boto_prom.recorder.Recorder`, install the
+adapter that the table below picks for the target, and arrange the push at exit. Each step puts
+its undo on one ``ExitStack``, so a failure at any step takes out exactly what the steps before
+it did, and nothing is left behind.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Iterable, Optional, Sequence
+import threading
+from contextlib import ExitStack
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
-from ._errors import ConfigurationError
-from .config import (check_label_override, env_flag, resolve_addr, resolve_csv_path,
-                     resolve_port)
+from .settings import ConfigurationError, Settings, resolve
 
 log = logging.getLogger("boto_prom")
 
@@ -35,6 +37,107 @@ def _kind(target: Any) -> Optional[str]:
         if cls is not None and isinstance(target, cls):
             return kind
     return None
+
+
+class GlobalHook:
+    """What ``enable_metrics()`` with no argument installed.
+
+    Attributes:
+        registry: the prometheus_client registry recorded into.
+        server: the metrics server, when enable_metrics started one.
+        botocore: the hook on boto3's default session, or None when boto3 does not import.
+        boto2: True when new boto 2 connections are instrumented (boto imports).
+        active: False once :func:`boto_prom.disable_metrics` undid it.
+    """
+
+    def __init__(self, recorder: Any, settings: Settings) -> None:
+        self.recorder = recorder
+        self.registry = recorder.registry
+        self.settings = settings
+        self.server: Any = None
+        self.botocore: Any = None
+        self.boto2 = False
+        self.active = True
+
+
+class _Adapter(NamedTuple):
+    """How enable_metrics installs one kind of target, and how disable_metrics undoes it."""
+
+    installed: Callable[[Any], Any]  # target -> the active hook of ours on it, or None
+    install: Callable[[Any, Any, Settings], Any]  # (target, recorder, settings) -> hook
+    uninstall: Callable[[Any], bool]  # target -> True when metrics were on
+
+
+# The global mode's one hook for the process. Enabling and disabling hold the lock (re-entered
+# when a failed enable undoes its global install).
+_global: Optional[GlobalHook] = None
+_lock = threading.RLock()
+
+
+def _global_installed(target: Any) -> Optional[GlobalHook]:
+    return _global
+
+
+def _global_install(target: Any, recorder: Any, settings: Settings) -> GlobalHook:
+    """boto3's default session and every boto 2 connection made from now on; all or nothing."""
+    from . import boto2
+
+    global _global
+    hook = GlobalHook(recorder, settings)
+    with ExitStack() as undo:
+        if _module_imports("boto3"):
+            from . import botocore
+
+            hook.botocore = botocore.install_global(recorder, settings)
+            if hook.botocore is not None:
+                undo.callback(botocore.uninstall_global, failed=True)
+        hook.boto2 = boto2.install_global(recorder, settings)
+        if hook.botocore is None and not hook.boto2:
+            raise ConfigurationError(
+                "enable_metrics() with no argument instruments boto3 and boto 2, and "
+                "neither imports here; install boto3 (or boto 2 on Python 3.11 and older).")
+        undo.pop_all()
+    _global = hook
+    return hook
+
+
+def _global_uninstall(target: Any) -> bool:
+    from . import boto2
+
+    global _global
+    with _lock:
+        hook, _global = _global, None
+    if hook is None:
+        return False
+    hook.active = False
+    if hook.botocore is not None:
+        from . import botocore
+
+        botocore.uninstall_global()
+    if hook.boto2:
+        boto2.uninstall_global()
+    return True
+
+
+def _module_imports(name: str) -> bool:
+    try:
+        __import__(name)
+    except Exception:
+        return False
+    return True
+
+
+def _adapter(kind: str) -> _Adapter:
+    """The adapter for a kind of target; importing it imports its SDK."""
+    if kind == "boto2":
+        from . import boto2
+
+        return _Adapter(boto2.installed, boto2.install, boto2.uninstall)
+    if kind == "global":
+        return _Adapter(_global_installed, _global_install, _global_uninstall)
+    from . import botocore
+
+    return _Adapter(botocore.installed, botocore.instrument, botocore.uninstrument)
 
 
 def enable_metrics(
@@ -59,10 +162,10 @@ def enable_metrics(
     """Record every AWS call a connection, client or session makes, and serve ``/metrics``.
 
     Call it once per connection, client or session at start-up, or once with no argument for
-    every call of the process. Calling it again on the same target returns the hook already
-    installed (nothing is counted twice); a request hook a boto 2 connection already had is
-    kept and still called. The first call in a process starts the metrics server; later calls
-    reuse it.
+    every call of the process. Calling it again on the same target with the same settings
+    returns the hook already installed (nothing is counted twice); a request hook a boto 2
+    connection already had is kept and still called. The first call in a process starts the
+    metrics server; later calls reuse it.
 
     Args:
         target: what to instrument: a boto 2 connection (``boto.ec2.connect_to_region(...)``,
@@ -92,24 +195,31 @@ def enable_metrics(
         csv_max_bytes: rotate the file before it reaches this size (default 100 MiB; 0 never).
         csv_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (default 5).
 
-    With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics (see
-    :mod:`boto_prom.multiprocess`); with ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed
-    there when the process exits (see :mod:`boto_prom.push`).
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics; with
+    ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed there when the process exits (see
+    :mod:`boto_prom.settings` for every variable).
 
     Returns:
         The installed hook: a :class:`boto_prom.BotoRequestHook` for a boto 2 connection, a
-        :class:`boto_prom.BotocoreHook` for a client or session, a ``GlobalHook`` with no
+        ``boto_prom.botocore.BotocoreHook`` for a client or session, a ``GlobalHook`` with no
         argument; None when ``BOTO_PROM_DISABLED`` is set.
 
     Raises:
-        ConfigurationError: one sentence on what to change (a busy port, bad buckets...).
+        ConfigurationError: one sentence on what to change (a busy port, bad buckets, the
+            target already enabled with another registry...).
 
     Example:
         >>> import boto.ec2, boto3, boto_prom  # doctest: +SKIP
         >>> boto_prom.enable_metrics(boto.ec2.connect_to_region("us-west-2"))  # doctest: +SKIP
         >>> boto_prom.enable_metrics(boto3.client("s3"))  # doctest: +SKIP
     """
-    if env_flag("BOTO_PROM_DISABLED"):
+    settings = resolve(
+        port=port, addr=addr, registry=registry, start_server=start_server,
+        aws_service=aws_service, aws_region=aws_region, buckets=buckets, web_config=web_config,
+        allowed_services=allowed_services, ignored_actions=ignored_actions,
+        max_label_sets=max_label_sets, csv_path=csv_path, csv_format=csv_format,
+        csv_max_bytes=csv_max_bytes, csv_backups=csv_backups)
+    if settings.disabled:
         log.info("boto-prom: BOTO_PROM_DISABLED is set; metrics are not enabled")
         return None
     kind = _kind(target)
@@ -117,115 +227,73 @@ def enable_metrics(
         raise ConfigurationError(
             "enable_metrics() takes a boto 2 connection (an object with set_request_hook), "
             "a boto3/botocore client or session, or nothing (for every AWS call), "
-            f"not {type(target).__name__}."
-        )
-    aws_service = check_label_override("aws_service", aws_service)
-    aws_region = check_label_override("aws_region", aws_region)
-    if kind in ("session", "global") and (aws_service or aws_region):
+            f"not {type(target).__name__}.")
+    if kind in ("session", "global") and (settings.aws_service or settings.aws_region):
         raise ConfigurationError(
             "aws_service= and aws_region= label one client or connection; with a session or "
-            "no argument each client is labelled with its own service and region."
-        )
-    if web_config is not None and not start_server:
+            "no argument each client is labelled with its own service and region.")
+    adapter = _adapter(kind)
+    with _lock:
+        existing = adapter.installed(target)
+        if existing is not None:
+            return _same_hook(existing, settings)
+        return _enable(target, adapter, settings)
+
+
+def _same_hook(hook: Any, settings: Settings) -> Any:
+    """The hook already on a target, when settings record the way it does."""
+    earlier = getattr(hook, "settings", None)
+    conflict = None if earlier is None else settings.conflict(earlier)
+    if conflict is None and earlier is None and settings.registry is not hook.registry:
+        conflict = "another registry"
+    if conflict is not None:
         raise ConfigurationError(
-            "web_config= configures the metrics server, which start_server=False does not "
-            "start; pass one or the other.")
+            f"metrics are already enabled on this target with {conflict}; call "
+            "boto_prom.disable_metrics() on it first to enable it with other settings.")
+    if settings.server is not None and getattr(hook, "server", None) is None:
+        from .exposition import serve
 
-    from .cardinality import make_filter, resolve_max_label_sets
-    from .multiprocess import check_multiprocess
-    from .webconfig import resolve_web_config
-
-    port = resolve_port(port)
-    addr = resolve_addr(addr)
-    accept = make_filter(allowed_services, ignored_actions)
-    max_label_sets = resolve_max_label_sets(max_label_sets)
-    multiprocess_path = check_multiprocess()
-    web_config = resolve_web_config(web_config)
-    csv_path = resolve_csv_path(csv_path)
-
-    if kind == "boto2":
-        from .boto2 import BotoRequestHook
-
-        existing = getattr(target, "request_hook", None)
-        if isinstance(existing, BotoRequestHook) and existing.active:
-            return existing
-
-    from ._serve import serve
-    from .csvlog import csv_sinks
-    from .metrics import metrics_for, validate_buckets
-    from .push import check_push_env, exit_push_from_env
-    from .recorder import Recorder
-    from .server import get_server, stop_server
-
-    # Everything that can be checked is checked before anything is created or installed.
-    if buckets is not None:
-        validate_buckets(buckets, "buckets")
-    check_push_env()
-    registry = _check_registry(registry)
-
-    started = None
-    server = None
-    if start_server:
-        running = get_server()
-        server = serve(addr, port, registry, web_config=web_config,
-                       multiprocess_path=multiprocess_path)
-        started = server if server is not running else None
-    try:
-        metrics = metrics_for(registry, buckets, max_label_sets)
-        sinks = csv_sinks(registry, csv_path, csv_format, csv_max_bytes, csv_backups)
-        hook = _install(kind, target, Recorder(metrics, sinks=sinks, accept=accept),
-                        aws_service, aws_region)
-        try:
-            exit_push_from_env(registry)
-        except BaseException:
-            disable_metrics(target)
-            raise
-    except BaseException:
-        # A failed enable leaves nothing behind: not even the server this call started.
-        if started is not None:
-            stop_server()
-        raise
-    if hook.server is None:
-        hook.server = server
+        hook.server = serve(settings.server, settings.registry)
     return hook
 
 
-def _check_registry(registry: Any) -> Any:
-    from prometheus_client import REGISTRY, CollectorRegistry
+def _enable(target: Any, adapter: _Adapter, settings: Settings) -> Any:
+    from .csvlog import CsvSink, csv_metrics_for, csv_writer_for, get_csv_writer
+    from .metrics import metrics_for
+    from .recorder import Recorder
 
-    if registry is None:
-        return REGISTRY
-    if not isinstance(registry, CollectorRegistry):
-        raise ConfigurationError(
-            f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}.")
-    return registry
+    registry = settings.registry
+    with ExitStack() as undo:
+        server = None
+        if settings.server is not None:
+            from .exposition import get_server, serve, stop_server
 
+            running = get_server()
+            server = serve(settings.server, registry)
+            if server is not running:
+                undo.callback(stop_server)
+        metrics = metrics_for(registry, settings.buckets, settings.max_label_sets)
+        csv = None
+        if settings.csv is not None:
+            running_writer = get_csv_writer(settings.csv.path)
+            writer = csv_writer_for(settings.csv)
+            if writer is not running_writer:
+                undo.callback(writer.close)
+            csv = CsvSink(writer, csv_metrics_for(registry))
+        recorder = Recorder(metrics, csv, settings.allowed_services, settings.ignored_actions)
+        hook = adapter.install(target, recorder, settings)
+        undo.callback(adapter.uninstall, target)
+        if settings.push is not None:
+            from .push import pending_exit_push, push_at_exit
 
-def _install(kind: str, target: Any, recorder: Any, aws_service: Optional[str],
-             aws_region: Optional[str]) -> Any:
-    """Install the adapter for target; returns its hook (an existing one when already on)."""
-    if kind == "boto2":
-        from .boto2 import BotoRequestHook, connection_region, connection_service
-
-        previous = getattr(target, "request_hook", None)
-        if isinstance(previous, BotoRequestHook):
-            previous = previous.previous  # an inactive hook of ours: replace it
-        hook = BotoRequestHook(
-            aws_service=aws_service or connection_service(target),
-            aws_region=aws_region or connection_region(target),
-            previous=previous,
-            recorder=recorder,
-        )
-        target.set_request_hook(hook)
-        return hook
-    if kind == "global":
-        from ._global import enable_global
-
-        return enable_global(recorder)
-    from .botocore import BotocoreHook, instrument
-
-    return instrument(target, BotocoreHook(recorder, aws_service=aws_service,
-                                           aws_region=aws_region))
+            arranged = pending_exit_push()
+            exit_push = push_at_exit(settings.push, registry)
+            if exit_push is not arranged:
+                undo.callback(exit_push.cancel)
+        undo.pop_all()
+    if getattr(hook, "server", None) is None:
+        hook.server = server
+    return hook
 
 
 def disable_metrics(target: Any = None) -> bool:
@@ -241,21 +309,10 @@ def disable_metrics(target: Any = None) -> bool:
         True when metrics were on and are now off, False when they were not on.
     """
     kind = _kind(target)
-    if kind == "global":
-        from ._global import disable_global
-
-        return disable_global()
-    if kind in ("client", "session"):
-        from .botocore import uninstrument
-
-        return uninstrument(target)
-    from .boto2 import BotoRequestHook
-
-    hook = getattr(target, "request_hook", None)
-    if not isinstance(hook, BotoRequestHook):
+    if kind is None:
         return False
-    target.set_request_hook(hook.previous)
-    return True
+    with _lock:
+        return _adapter(kind).uninstall(target)
 
 
-__all__ = ["ConfigurationError", "disable_metrics", "enable_metrics"]
+__all__ = ["GlobalHook", "disable_metrics", "enable_metrics"]

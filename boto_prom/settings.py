@@ -202,8 +202,9 @@ def resolve(
     multiprocess_dir = check_multiprocess()
     server = None
     if start_server:
-        server = ServerSettings(_port(port), _addr(addr), _web_config(web_config),
-                                multiprocess_dir)
+        server = ServerSettings(addr=_addr(addr), port=_port(port),
+                                web_config=_web_config(web_config),
+                                multiprocess_dir=multiprocess_dir)
     return Settings(
         registry=check_registry(registry),
         server=server,
@@ -234,8 +235,9 @@ def resolve_server(port: Optional[int] = None, addr: Optional[str] = None, *,
         raise ConfigurationError(
             f"start_multiprocess_server() needs the directory the workers record into; set "
             f"{MULTIPROC_ENV} (or pass path=).")
-    return ServerSettings(_port(port), _addr(addr), _web_config(web_config),
-                          _path("path", multiprocess_dir))
+    return ServerSettings(addr=_addr(addr), port=_port(port),
+                          web_config=_web_config(web_config),
+                          multiprocess_dir=_path("path", multiprocess_dir))
 
 
 def resolve_push(gateway: Any, *, job: Optional[str] = None,
@@ -432,7 +434,18 @@ def _check_writable(real: str) -> None:
         st = os.stat(real)
     except FileNotFoundError:
         st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
+    if st is None:
+        # Created and taken out again: a later step of the enable may still fail, and a
+        # failed enable leaves nothing behind. (access() is no answer: it says yes for /sys.)
+        try:
+            os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.unlink(real)
+            return
+        except FileExistsError:
+            return  # made by someone else meanwhile: the writer appends to it
+        except OSError as exc:
+            error = (exc.strerror or str(exc)).lower()
+    elif not stat.S_ISREG(st.st_mode):
         # A FIFO or a device: opening one may block until a reader comes, which is the
         # writer thread's business, not the caller's.
         if os.access(real, os.W_OK):
@@ -440,7 +453,7 @@ def _check_writable(real: str) -> None:
         error = "permission denied"
     else:
         try:
-            os.close(os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+            os.close(os.open(real, os.O_WRONLY | os.O_APPEND))
             return
         except OSError as exc:
             error = (exc.strerror or str(exc)).lower()

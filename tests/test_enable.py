@@ -142,3 +142,162 @@ def test_registry_that_is_not_a_registry_is_one_sentence(aws):
     """registry= of the wrong type fails enable_metrics with one sentence."""
     with pytest.raises(ConfigurationError, match="registry must be a prometheus_client"):
         boto_prom.enable_metrics(aws.ec2(), registry="default", start_server=False)
+
+
+# --- re-enabling, and a failed enable leaves nothing behind ------------------------------------
+
+@pytest.fixture
+def client():
+    """A botocore client (no call is made), disabled again after the test."""
+    import botocore.session
+
+    made = botocore.session.get_session().create_client(
+        "sqs", region_name="us-west-2", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="AKIAFAKEFAKEFAKEFAKE", aws_secret_access_key="fake")
+    yield made
+    boto_prom.disable_metrics(made)
+
+
+@pytest.fixture(autouse=True)
+def _no_exit_push():
+    """Call off a push at exit a test arranged."""
+    yield
+    from boto_prom.push import pending_exit_push
+
+    arranged = pending_exit_push()
+    if arranged is not None:
+        arranged.cancel()
+
+
+def _installed(target):
+    from boto_prom import botocore
+
+    return botocore.installed(target)
+
+
+def test_reenabling_with_the_same_settings_returns_the_same_hook(client, registry):
+    """Enabling a client twice with the same settings returns the hook already on it."""
+    hook = boto_prom.enable_metrics(client, registry=registry, start_server=False)
+    assert boto_prom.enable_metrics(client, registry=registry, start_server=False) is hook
+
+
+@pytest.mark.parametrize("second", [
+    {"registry": "other"},
+    {"csv_path": "calls.csv"},
+    {"buckets": [1, 2]},
+    {"allowed_services": ["s3"]},
+])
+def test_reenabling_with_other_settings_says_to_disable_first(client, registry, tmp_path,
+                                                              second):
+    """Re-enabling a target with another registry, CSV file, buckets or filters is one
+    sentence saying to disable first, and the first hook keeps recording."""
+    from prometheus_client import CollectorRegistry
+
+    hook = boto_prom.enable_metrics(client, registry=registry, start_server=False)
+    kwargs = {"registry": registry, "start_server": False, **second}
+    if kwargs["registry"] == "other":
+        kwargs["registry"] = CollectorRegistry()
+    if "csv_path" in kwargs:
+        kwargs["csv_path"] = str(tmp_path / kwargs["csv_path"])
+    with pytest.raises(ConfigurationError, match="disable_metrics") as raised:
+        boto_prom.enable_metrics(client, **kwargs)
+    assert "\n" not in str(raised.value)
+    assert _installed(client) is hook and hook.active
+    assert boto_prom.get_csv_writer(str(tmp_path / "calls.csv")) is None
+
+
+def test_reenabling_with_a_push_set_keeps_the_first_hook(client, registry, monkeypatch):
+    """With BOTO_PROM_PUSHGATEWAY set, re-enabling with another registry raises one sentence
+    and leaves the first hook on and active."""
+    from prometheus_client import CollectorRegistry
+
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9")
+    hook = boto_prom.enable_metrics(client, registry=registry, start_server=False)
+    assert boto_prom.enable_metrics(client, registry=registry, start_server=False) is hook
+    with pytest.raises(ConfigurationError, match="disable_metrics"):
+        boto_prom.enable_metrics(client, registry=CollectorRegistry(), start_server=False)
+    assert _installed(client) is hook and hook.active
+
+
+def test_failed_enable_closes_the_csv_writer_it_opened(client, registry, tmp_path):
+    """A registry holding the CSV self-metrics fails the enable after the writer was opened:
+    the writer is closed, and a corrected retry with other CSV options is not refused."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    Counter("boto_prom_csv_rows_written", "someone else's", registry=registry)
+    path = str(tmp_path / "calls.csv")
+    with pytest.raises(ConfigurationError, match="already registered"):
+        boto_prom.enable_metrics(client, registry=registry, start_server=False, csv_path=path)
+    assert boto_prom.get_csv_writer(path) is None and _installed(client) is None
+    boto_prom.enable_metrics(client, registry=CollectorRegistry(), start_server=False,
+                             csv_path=path, csv_format="requestlog")
+    writer = boto_prom.get_csv_writer(path)
+    assert writer is not None and writer.format == "requestlog"
+    boto_prom.disable_metrics(client)
+    writer.close()
+
+
+def test_bad_push_setting_opens_no_csv_writer(client, registry, tmp_path, monkeypatch):
+    """A bad push setting fails the enable before any CSV writer is opened; fixed, the
+    retry with other CSV options works."""
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9")
+    monkeypatch.setenv("BOTO_PROM_PUSH_TIMEOUT", "soon")
+    path = str(tmp_path / "calls.csv")
+    with pytest.raises(ConfigurationError, match="BOTO_PROM_PUSH_TIMEOUT"):
+        boto_prom.enable_metrics(client, registry=registry, start_server=False, csv_path=path)
+    assert boto_prom.get_csv_writer(path) is None and _installed(client) is None
+    monkeypatch.setenv("BOTO_PROM_PUSH_TIMEOUT", "2")
+    boto_prom.enable_metrics(client, registry=registry, start_server=False, csv_path=path,
+                             csv_max_bytes=0)
+    writer = boto_prom.get_csv_writer(path)
+    assert writer is not None and writer.max_bytes == 0
+    boto_prom.disable_metrics(client)
+    writer.close()
+
+
+def test_push_conflict_undoes_the_whole_enable(client, registry, tmp_path, monkeypatch):
+    """When the last step (the push at exit) fails, the hook, the CSV writer and the server
+    that enable made are all taken out again."""
+    import botocore.session
+    from prometheus_client import CollectorRegistry
+
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9")
+    boto_prom.enable_metrics(client, registry=registry, start_server=False)
+    other = botocore.session.get_session().create_client(
+        "sqs", region_name="us-west-2", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="AKIAFAKEFAKEFAKEFAKE", aws_secret_access_key="fake")
+    path = str(tmp_path / "calls.csv")
+    with pytest.raises(ConfigurationError, match="pushes one registry"):
+        boto_prom.enable_metrics(other, registry=CollectorRegistry(), port=0, csv_path=path)
+    assert _installed(other) is None
+    assert boto_prom.get_csv_writer(path) is None and boto_prom.get_server() is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"csv_path": "calls\0.csv"}, "csv_path must be a file path"),
+    ({"web_config": "web\0.yml"}, "web_config must be a file path"),
+])
+def test_nul_byte_in_a_path_is_one_sentence(client, registry, kwargs, match):
+    """A NUL byte in csv_path or web_config is a ConfigurationError, not a ValueError from
+    deep inside."""
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        boto_prom.enable_metrics(client, registry=registry, **kwargs)
+    assert "\n" not in str(raised.value) and raised.value.__cause__ is None
+    assert _installed(client) is None
+
+
+@needs_boto2
+def test_reenabling_a_connection_with_another_registry_says_to_disable_first(aws, registry):
+    """A boto 2 connection enabled with one registry is not silently kept on it when asked
+    for another."""
+    from prometheus_client import CollectorRegistry
+
+    conn = aws.ec2()
+    hook = boto_prom.enable_metrics(conn, registry=registry, start_server=False)
+    assert boto_prom.enable_metrics(conn, registry=registry, start_server=False) is hook
+    with pytest.raises(ConfigurationError, match="disable_metrics"):
+        boto_prom.enable_metrics(conn, registry=CollectorRegistry(), start_server=False)
+    assert conn.request_hook is hook and hook.active
+    assert boto_prom.disable_metrics(conn)
+    other = CollectorRegistry()
+    assert boto_prom.enable_metrics(conn, registry=other, start_server=False).registry is other
