@@ -1,7 +1,7 @@
 """How much the CSV writer costs the caller, whether a stalled disk reaches the caller, and how
 fast it drains; next to the same figures for boto's own RequestLogger (requestlog_baseline.py).
 
-    .venv/bin/python benchmarks/csv_writer.py [--json]
+    .venv/bin/python benchmarks/csv_writer.py [--quick] [--json]
 
 Every figure goes through the real boto 2 hook with boto's own request and response classes
 (a response parsed from the bytes of a real EC2 answer), into files in a temporary directory:
@@ -19,8 +19,9 @@ Every figure goes through the real boto 2 hook with boto's own request and respo
 - drain rate: rows per second into a local file, from the first row queued to the last one
   written (target >= 100,000).
 
-It runs in well under a minute, exits 0 whether or not a target is met, and reports a pass
-boolean per target.
+It runs in well under a minute (--quick: a fifth of the calls and rows, for a smoke test
+whose figures are noisier), exits 0 whether or not a target is met, and reports a pass boolean
+per target.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from boto_prom import csvlog  # noqa: E402
 from boto_prom.boto2 import BotoRequestHook  # noqa: E402
 from boto_prom.metrics import metrics_for  # noqa: E402
 from boto_prom.recorder import Recorder  # noqa: E402
+from boto_prom.settings import csv_settings  # noqa: E402
 
 TARGETS = {"caller_cost_ratio": 1.5, "p99_ratio": 1.5, "drain_rows_per_s": 100_000}
 BURST = 100            # calls per timed burst: fits boto's 100-slot queue, as it should
@@ -103,11 +105,14 @@ def realistic_call() -> tuple:
     return request, response
 
 
-def hook(csv_path: Optional[str] = None, previous: Any = None, **csv: Any) -> BotoRequestHook:
+def hook(csv_path: Optional[str] = None, previous: Any = None) -> BotoRequestHook:
     """boto-prom's hook as enable_metrics builds it, on a registry of its own."""
     registry = CollectorRegistry()
-    sinks = csvlog.csv_sinks(registry, csv_path, **csv) if csv_path else []
-    return BotoRequestHook(recorder=Recorder(metrics_for(registry), sinks=sinks),
+    sink = None
+    if csv_path:
+        sink = csvlog.CsvSink(csvlog.csv_writer_for(csv_settings(csv_path)),
+                              csvlog.csv_metrics_for(registry))
+    return BotoRequestHook(recorder=Recorder(metrics_for(registry), csv=sink),
                            aws_service="ec2", aws_region="us-west-2", previous=previous)
 
 
@@ -276,7 +281,6 @@ def baseline_p99(tmp: str, request: Any, response: Any) -> Dict[str, Any]:
 class _Keep:
     """A sink that keeps the records it is given (and asks for the request id, as CSV does)."""
 
-    stage = "keep"
     wants_request_id = True
 
     def __init__(self) -> None:
@@ -289,11 +293,11 @@ class _Keep:
 def ours_drain(tmp: str, request: Any, response: Any) -> float:
     path = os.path.join(tmp, "drain.csv")
     registry = CollectorRegistry()
-    writer = csvlog.csv_writer_for(path, queue_size=DRAIN_ROWS)
+    writer = csvlog.csv_writer_for(csv_settings(path), queue_size=DRAIN_ROWS)
     sink = csvlog.CsvSink(writer, csvlog.csv_metrics_for(registry))
     # One realistic record, as the hook builds it for the csv format, queued DRAIN_ROWS times.
     keep = _Keep()
-    BotoRequestHook(recorder=Recorder(metrics_for(CollectorRegistry()), sinks=[keep]),
+    BotoRequestHook(recorder=Recorder(metrics_for(CollectorRegistry()), csv=keep),
                     aws_service="ec2", aws_region="us-west-2").handle_request_data(request,
                                                                                   response)
     record = keep.records[0]
@@ -373,7 +377,13 @@ def run() -> Dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true",
+                        help="a fifth of the calls and rows: a smoke test, noisier figures")
     args = parser.parse_args()
+    if args.quick:
+        global ROUNDS, P99_CALLS, DRAIN_ROWS, BASELINE_DRAIN_ROWS
+        ROUNDS, P99_CALLS = ROUNDS // 5, P99_CALLS // 5
+        DRAIN_ROWS, BASELINE_DRAIN_ROWS = DRAIN_ROWS // 5, BASELINE_DRAIN_ROWS // 5
     report = run()
     if args.json:
         print(json.dumps(report, indent=2))

@@ -29,7 +29,10 @@ if HAS_BOTO2:
     import boto_prom
     from boto_prom import BotoRequestHook, ConfigurationError, csvlog, enable_metrics
     from boto_prom.csvlog import COLUMNS, CsvSink, csv_metrics_for, csv_writer_for
+    from boto_prom.metrics import metrics_for
     from boto_prom.record import RequestRecord
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import csv_settings
 
 
 EC2 = dict(aws_service="ec2", aws_region="us-west-2")
@@ -100,6 +103,20 @@ class _Request:
         self.start_time = datetime.now() if start is None else start
 
 
+def writer_for(path, queue_size=None, **options):
+    """The writer of path (the running one, or a new one), options as csv_settings takes them."""
+    settings = csv_settings(path, **options)
+    if queue_size is None:
+        return csv_writer_for(settings)
+    return csv_writer_for(settings, queue_size=queue_size)
+
+
+def csv_recorder(registry, path, **options):
+    """A recorder on registry with path's CSV sink, as enable_metrics builds one."""
+    sink = CsvSink(writer_for(path, **options), csv_metrics_for(registry))
+    return Recorder(metrics_for(registry), csv=sink)
+
+
 def _record(n):
     """A record whose request_bytes is n, to tell rows apart."""
     return RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes", "200", 0.25, n, 42,
@@ -147,12 +164,8 @@ def test_csv_rows_of_real_ec2_calls_have_the_records_values(aws, registry, tmp_p
 
 def test_request_id_from_a_response_with_only_getheader(registry, tmp_path):
     """A response object without http.client's parsed headers still gives its request id."""
-    from boto_prom.metrics import metrics_for
-    from boto_prom.recorder import Recorder
-
     path = tmp_path / "ids.csv"
-    hook = BotoRequestHook(recorder=Recorder(metrics_for(registry),
-                                             sinks=csvlog.csv_sinks(registry, path)), **EC2)
+    hook = BotoRequestHook(recorder=csv_recorder(registry, path), **EC2)
     hook.handle_request_data(_Request(), _Response(200, {"x-amz-request-id": "4442587FB7D0A2F9"}))
     hook.handle_request_data(_Request(), _Response(200, {"x-amz-request-id": "not an id!"}))
     boto_prom.get_csv_writer(path).flush(timeout=10)
@@ -194,7 +207,7 @@ def test_non_empty_file_without_header_gets_none(registry, tmp_path):
     """Rows are appended to a file that already has content, which is kept as it was."""
     path = tmp_path / "mine.csv"
     path.write_text("my own first line\n")
-    sink = CsvSink(csv_writer_for(path), csv_metrics_for(registry))
+    sink = CsvSink(writer_for(path), csv_metrics_for(registry))
     sink.record(_record(1))
     sink.writer.flush(timeout=10)
     lines = path.read_text().splitlines()
@@ -205,7 +218,7 @@ def test_non_empty_file_without_header_gets_none(registry, tmp_path):
 def test_rotation_keeps_backups_each_with_a_header(registry, tmp_path):
     """Past csv_max_bytes the file moves to .1, .1 to .2, and the oldest beyond is removed."""
     path = tmp_path / "rot.csv"
-    writer = csv_writer_for(path, max_bytes=600, backups=2)
+    writer = writer_for(path, max_bytes=600, backups=2)
     sink = CsvSink(writer, csv_metrics_for(registry))
     for n in range(40):
         sink.record(_record(n))
@@ -226,7 +239,7 @@ def test_rotation_keeps_backups_each_with_a_header(registry, tmp_path):
 def test_a_row_longer_than_max_bytes_is_still_written(registry, tmp_path):
     """A file holding only its header takes a row even when the row alone is too big."""
     path = tmp_path / "tiny.csv"
-    writer = csv_writer_for(path, max_bytes=10, backups=1)
+    writer = writer_for(path, max_bytes=10, backups=1)
     sink = CsvSink(writer, csv_metrics_for(registry))
     for n in range(3):
         sink.record(_record(n))
@@ -285,15 +298,9 @@ def test_requestlog_line_is_byte_for_byte_botos(registry, tmp_path, monkeypatch,
 
     boto_logger = _boto_request_logger()
     monkeypatch.setattr(boto2, "datetime", _FrozenDatetime)
-    monkeypatch.setattr(boto2, "time", type("T", (), {
-        "time": staticmethod(lambda: _FrozenDatetime.frozen.timestamp())}))
+    monkeypatch.setattr(time, "time", lambda: _FrozenDatetime.frozen.timestamp())
     path = tmp_path / "request_log.csv"
-    from boto_prom.metrics import metrics_for
-    from boto_prom.recorder import Recorder
-
-    metrics = metrics_for(registry)
-    hook = BotoRequestHook(recorder=Recorder(metrics, sinks=csvlog.csv_sinks(
-        registry, path, format="requestlog")), **EC2)
+    hook = BotoRequestHook(recorder=csv_recorder(registry, path, format="requestlog"), **EC2)
     request = _Request(start=_FrozenDatetime.frozen - ago)
     hook.handle_request_data(request, response, error)
     boto_logger.handle_request_data(request, response, error)
@@ -305,11 +312,7 @@ def test_requestlog_line_is_byte_for_byte_botos(registry, tmp_path, monkeypatch,
 def test_requestlog_rows_where_boto_crashed(registry, tmp_path):
     """No response, or no Action (S3, DynamoDB): the row is written with what is known."""
     path = tmp_path / "request_log.csv"
-    from boto_prom.metrics import metrics_for
-    from boto_prom.recorder import Recorder
-
-    recorder = Recorder(metrics_for(registry), sinks=csvlog.csv_sinks(
-        registry, path, format="requestlog"))
+    recorder = csv_recorder(registry, path, format="requestlog")
     start = datetime.now() - timedelta(seconds=2)
     hook = BotoRequestHook(recorder=recorder, **EC2)
     hook.handle_request_data(_Request(start=start), None, error=True)
@@ -354,7 +357,7 @@ def test_one_writer_per_path_shared_by_connections(aws, registry, tmp_path, monk
     iam.get_all_users()
     writer = boto_prom.get_csv_writer("shared.csv")
     assert writer is not None
-    assert first.recorder.sinks[1].writer is writer is second.recorder.sinks[1].writer
+    assert first.recorder.csv.writer is writer is second.recorder.csv.writer
     writer.flush(timeout=10)
     assert sorted((r["aws_service"], r["action"]) for r in rows(path)) == [
         ("ec2", "DescribeVolumes"), ("iam", "ListUsers")]
@@ -517,7 +520,7 @@ def _bounded(call, seconds=10):
 def test_rows_after_close_are_refused_and_counted_closed(registry, tmp_path):
     """After close() a row is counted dropped as closed, not queued, and flush() returns."""
     path = tmp_path / "closed.csv"
-    writer = csv_writer_for(path)
+    writer = writer_for(path)
     sink = CsvSink(writer, csv_metrics_for(registry))
     sink.record(_record(1))
     assert writer.close(timeout=10)
@@ -533,7 +536,7 @@ def test_rows_after_close_are_refused_and_counted_closed(registry, tmp_path):
 def test_flush_does_not_wait_on_a_writer_closed_while_stuck(registry, tmp_path, monkeypatch):
     """A writer whose close() gave up on a blocked file: flush() with no timeout returns False."""
     path = tmp_path / "stuck.csv"
-    writer = csv_writer_for(path)
+    writer = writer_for(path)
     entered, release = threading.Event(), threading.Event()
     append = writer._file._append
     monkeypatch.setattr(writer._file, "_append",
@@ -568,11 +571,12 @@ AT_EXIT = textwrap.dedent("""
                                            {"reason": "closed"})
         print(int(written), int(closed), sink.writer.queued, sink.writer.flush(), flush=True)
 
-    from boto_prom.csvlog import csv_sinks
+    from boto_prom.csvlog import CsvSink, csv_metrics_for, csv_writer_for
     from boto_prom.record import RequestRecord
+    from boto_prom.settings import csv_settings
 
     registry = CollectorRegistry()
-    (sink,) = csv_sinks(registry, sys.argv[1])
+    sink = CsvSink(csv_writer_for(csv_settings(sys.argv[1])), csv_metrics_for(registry))
     sink.record(RequestRecord("boto2", "ec2", "us-west-2", "DescribeVolumes", "200", 0.25, 1,
                               42, None, False, None, time.time()))
 """)
@@ -631,7 +635,7 @@ def _in_child(body, seconds=10):
 def test_a_forked_child_writes_its_own_rows(registry, tmp_path, monkeypatch):
     """A child forked while the writer is busy writes the rows it records, and only those."""
     path = tmp_path / "forked.csv"
-    writer = csv_writer_for(path)
+    writer = writer_for(path)
     sink = CsvSink(writer, csv_metrics_for(registry))
     sink.record(_record(1))
     assert writer.flush(timeout=10)
@@ -669,7 +673,7 @@ def test_a_forked_child_writes_its_own_rows(registry, tmp_path, monkeypatch):
 def test_a_fork_while_a_thread_holds_the_queue_lock_does_not_deadlock(registry, tmp_path):
     """Forking while another thread holds the writer's lock waits for it; the child records."""
     path = tmp_path / "locked.csv"
-    writer = csv_writer_for(path)
+    writer = writer_for(path)
     sink = CsvSink(writer, csv_metrics_for(registry))
     held = threading.Event()
 
@@ -696,11 +700,8 @@ def test_a_fork_while_a_thread_holds_the_queue_lock_does_not_deadlock(registry, 
 
 def test_invariant_holds_under_load_with_a_stalled_writer(registry, tmp_path, monkeypatch):
     """Callers never wait for a stalled writer, and written + dropped + queued == recorded."""
-    from boto_prom.metrics import metrics_for
-    from boto_prom.recorder import Recorder
-
     path = tmp_path / "stalled.csv"
-    writer = csv_writer_for(path, queue_size=100)
+    writer = writer_for(path, queue_size=100)
     entered, release = threading.Event(), threading.Event()
     append = writer._file._append
 
@@ -710,8 +711,8 @@ def test_invariant_holds_under_load_with_a_stalled_writer(registry, tmp_path, mo
         append(lines)
 
     monkeypatch.setattr(writer._file, "_append", stalled)
-    hook = BotoRequestHook(recorder=Recorder(metrics_for(registry),
-                                             sinks=csvlog.csv_sinks(registry, path)), **EC2)
+    hook = BotoRequestHook(recorder=Recorder(metrics_for(registry), csv=CsvSink(
+        writer, csv_metrics_for(registry))), **EC2)
     request, ok = _Request(), _Response(200)
     hook.handle_request_data(request, ok)
     assert entered.wait(10), "the writer took the first row and is now stuck writing it"
@@ -772,6 +773,7 @@ PARTIAL = textwrap.dedent("""
     from prometheus_client import CollectorRegistry
     from boto_prom.csvlog import CsvSink, csv_metrics_for, csv_writer_for
     from boto_prom.record import RequestRecord
+    from boto_prom.settings import csv_settings
 
     path, cut = sys.argv[1], sys.argv[2]
     if cut == "fails":
@@ -784,7 +786,7 @@ PARTIAL = textwrap.dedent("""
                                   n, 42, None, False, None, 1700000000.0))
 
     registry = CollectorRegistry()
-    writer = csv_writer_for(path, max_bytes=0)
+    writer = csv_writer_for(csv_settings(path, max_bytes=0))
     sink = CsvSink(writer, csv_metrics_for(registry))
     # Row 1 is a batch of its own; rows 2 to 5 gather behind it and go in one write.
     entered, gate, append = threading.Event(), threading.Event(), writer._file._append

@@ -2,7 +2,7 @@
 
 import pytest
 
-from boto_prom._naming import boto2_action, parse_host, s3_operation
+from boto_prom.naming import boto2_action, parse_host, s3_operation
 
 
 @pytest.mark.parametrize("host, expected", [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socketserver
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import boto_prom
 from boto_prom import ConfigurationError, push
+from boto_prom.metrics import metrics_for
+from boto_prom.recorder import Recorder
 from tests.conftest import HAS_BOTO2, require_binary
 from tests.fault_server import closed_port
 from tests.procs import child_env, read_line, start_pushgateway, start_worker, stop
@@ -41,9 +42,18 @@ def gateway(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _no_exit_push():
-    """Forget any push at exit a test arranged in this process, so pytest's exit pushes none."""
+    """Cancel any push at exit a test arranged in this process, so pytest's exit pushes none."""
     yield
-    push._reset_for_tests()
+    pending = push.pending_exit_push()
+    if pending is not None:
+        pending.cancel()
+
+
+def record_calls(registry, calls):
+    """calls S3 PutObject calls through the recorder, as the botocore adapter records them."""
+    bound = Recorder(metrics_for(registry)).bind("botocore", "s3", "eu-west-1", "PutObject")
+    for _ in range(calls):
+        bound.record("200", 0.1, 10, 0, None, False, None)
 
 
 def pushed(url, job, name="boto_requests_total", **labels):
@@ -162,13 +172,7 @@ def test_gateway_down_costs_a_bounded_timeout_and_one_line(aws, down):
 
 def test_push_metrics_by_hand(gateway, registry):
     """push_metrics() sends a registry under a job and grouping key; the gateway holds it."""
-    from boto_prom.metrics import metrics_for
-    from boto_prom.record import RequestRecord
-
-    metrics = metrics_for(registry)
-    for _ in range(3):
-        metrics.record(RequestRecord("botocore", "s3", "eu-west-1", "PutObject", "200", 0.1,
-                                     10, 0, None, False, None, 0.0))
+    record_calls(registry, 3)
     url = gateway()
     boto_prom.push_metrics(url, job="by-hand", grouping_key={"instance": "h1"},
                            registry=registry, timeout=5)
@@ -215,58 +219,21 @@ def test_bad_push_environment_fails_enable(aws, registry, monkeypatch, env, matc
     with pytest.raises(ConfigurationError, match=match) as raised:
         boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
     assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
-    assert push._exit_push is None
-
-
-@pytest.mark.parametrize("env, match", [
-    ({"BOTO_PROM_PUSHGATEWAY": "http://[::1"}, "malformed host or a port"),
-    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:abc"}, "malformed host or a port"),
-    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:99999"}, "from 1 to 65535"),
-    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:0"}, "from 1 to 65535"),
-    ({"BOTO_PROM_PUSHGATEWAY": "http://u:secret@127.0.0.1:abc"}, "malformed host"),
-    ({"BOTO_PROM_PUSH_TIMEOUT": "1e10"}, "at most 600"),
-    ({"BOTO_PROM_PUSH_TIMEOUT": "nan"}, "BOTO_PROM_PUSH_TIMEOUT"),
-    ({"BOTO_PROM_PUSH_GROUPING_KEY": "job=x"}, "other than 'job'"),
-])
-def test_check_push_env_refuses_bad_settings_without_side_effects(monkeypatch, env, match):
-    """check_push_env() raises one sentence for each bad setting and arranges nothing."""
-    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
-    for name, val in env.items():
-        monkeypatch.setenv(name, val)
-    registered = push._registered
-    with pytest.raises(ConfigurationError, match=match) as raised:
-        push.check_push_env()
-    assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
-    assert str(raised.value).count(". ") == 0 and str(raised.value).endswith(".")
-    assert push._exit_push is None and push._registered is registered
-
-
-def test_check_push_env_returns_the_settings(monkeypatch):
-    """Good settings come back parsed; an unset gateway is None; nothing is arranged."""
-    monkeypatch.delenv("BOTO_PROM_PUSHGATEWAY", raising=False)
-    assert push.check_push_env() is None
-    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
-    monkeypatch.setenv("BOTO_PROM_PUSH_JOB", "nightly")
-    monkeypatch.setenv("BOTO_PROM_PUSH_GROUPING_KEY", "instance=a")
-    monkeypatch.setenv("BOTO_PROM_PUSH_TIMEOUT", "600")
-    settings = push.check_push_env()
-    assert settings == push.PushSettings("http://127.0.0.1:9091", "nightly", {"instance": "a"},
-                                         None, None, 600.0)
-    assert push._exit_push is None
+    assert push.pending_exit_push() is None
 
 
 def test_failing_thread_join_at_exit_is_one_line_not_a_traceback():
     """A push at exit whose wait itself raises (a timer overflow) logs one line and no traceback."""
-    code = """if True:
+    code = f"""if True:
         from prometheus_client import CollectorRegistry
         from boto_prom import push
-        arranged = push.exit_push_from_env(CollectorRegistry())
-        arranged.timeout = 1e10  # past what check_push_env allows: thread.join overflows
+        from boto_prom.settings import PushSettings
+        # Past what resolve_push allows: thread.join overflows at exit.
+        push.push_at_exit(PushSettings("http://127.0.0.1:{closed_port()}", "job",
+                                       timeout=1e10), CollectorRegistry())
     """
-    env = dict(os.environ, BOTO_PROM_PUSHGATEWAY=f"http://127.0.0.1:{closed_port()}")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env=child_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     lines = boto_prom_lines(done.stderr)
     assert len(lines) == 1 and "at exit failed" in lines[0], done.stderr
@@ -274,19 +241,19 @@ def test_failing_thread_join_at_exit_is_one_line_not_a_traceback():
 
 
 MP_RECORD = """if True:
-    import os, sys
+    import sys
     from prometheus_client import CollectorRegistry
-    from boto_prom import ConfigurationError, push
+    from boto_prom import ConfigurationError, settings
     from boto_prom.metrics import metrics_for
-    from boto_prom.record import RequestRecord
+    from boto_prom.recorder import Recorder
     try:
-        push.check_push_env()
+        settings.resolve(start_server=False)
     except ConfigurationError as exc:
         print("refused:", exc)
-    metrics = metrics_for(CollectorRegistry())
+    bound = Recorder(metrics_for(CollectorRegistry())).bind("botocore", "s3", "eu-west-1",
+                                                            "PutObject")
     for _ in range(int(sys.argv[1])):
-        metrics.record(RequestRecord("botocore", "s3", "eu-west-1", "PutObject", "200", 0.1,
-                                     10, 0, None, False, None, 0.0))
+        bound.record("200", 0.1, 10, 0, None, False, None)
 """
 
 
@@ -313,8 +280,8 @@ def test_multiprocess_metrics_pushed_from_one_process_add_up(tmp_path, gateway):
                        check=True)
     code = f"""if True:
         import boto_prom
-        from boto_prom.multiprocess import multiprocess_registry
-        boto_prom.push_metrics({url!r}, job="workers", registry=multiprocess_registry())
+        boto_prom.push_metrics({url!r}, job="workers",
+                               registry=boto_prom.multiprocess_registry())
     """
     subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
     assert pushed(url, "workers", aws_service="s3", action="PutObject", status_code="200") == 7
@@ -329,15 +296,7 @@ def test_one_registry_is_pushed_at_exit(aws, registry, monkeypatch):
     monkeypatch.setenv("BOTO_PROM_PUSH_JOB", "one")
     boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
     boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
-    assert push._exit_push.registry is registry and push._exit_push.job == "one"
+    pending = push.pending_exit_push()
+    assert pending.registry is registry and pending.settings.job == "one"
     with pytest.raises(ConfigurationError, match="pushes one registry"):
         boto_prom.enable_metrics(aws.ec2(), registry=CollectorRegistry(), start_server=False)
-
-
-def test_default_job_is_the_script_name(monkeypatch):
-    """Without BOTO_PROM_PUSH_JOB the job is the script's name, sanitised."""
-    monkeypatch.delenv("BOTO_PROM_PUSH_JOB", raising=False)
-    monkeypatch.setattr("sys.argv", [os.path.join("opt", "jobs", "nightly backup.py")])
-    assert push.default_job() == "nightly_backup"
-    monkeypatch.setattr("sys.argv", ["-c"])
-    assert push.default_job() == "boto_prom"

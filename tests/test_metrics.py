@@ -1,0 +1,246 @@
+"""The Prometheus sink: one Bound per label set records exactly, folding keeps series bounded."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections import defaultdict
+from datetime import datetime
+
+import pytest
+
+import boto_prom
+from boto_prom import ConfigurationError
+from boto_prom.metrics import (DEFAULT_MAX_LABEL_SETS, EXEMPLAR_LABEL, MAX_ERROR_TYPES, OTHER,
+                               Bound, metrics_for)
+from tests.conftest import HAS_BOTO2
+
+needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+
+S3 = ("s3", "us-west-2", "GetObject")
+LABELS = dict(aws_service="s3", aws_region="us-west-2", action="GetObject")
+
+
+def record(metrics, service="ec2", region="us-west-2", action="DescribeVolumes", status="200"):
+    """One boto 2 call of 10 ms through the label set's bound."""
+    metrics.bound((service, region, action)).record(
+        status, 0.01, 100, 200, None if status < "400" else status, False, None)
+
+
+def label_sets(families, name):
+    """The distinct (aws_service, aws_region, action) label sets of one family."""
+    return {(s.labels["aws_service"], s.labels["aws_region"], s.labels["action"])
+            for f in families if f.name == name for s in f.samples}
+
+
+def series_by_family(body):
+    """{metric name: set of label strings} from a text-format scrape, without the parser."""
+    series = defaultdict(set)
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            series[name].add(rest.rpartition("}")[0])
+    return series
+
+
+# --- one bound, every metric ------------------------------------------------------------------
+
+def test_a_bound_records_every_metric_exactly(registry):
+    """A success and a throttled, retried, exhausted failure land in each metric as given."""
+    metrics = metrics_for(registry, duration_buckets=(0.1, 0.5, 1.0))
+    bound = metrics.bound(S3)
+    assert isinstance(bound, Bound) and bound.labels == S3
+    bound.record("200", 0.3, 100, 2000, None, False, None)
+    bound.record("503", 1.5, 50, None, "SlowDown", True, None, attempts=3, exhausted=True)
+    get = registry.get_sample_value
+    assert get("boto_requests_total", dict(LABELS, status_code="200")) == 1
+    assert get("boto_requests_total", dict(LABELS, status_code="503")) == 1
+    assert get("boto_request_duration_seconds_count", LABELS) == 2
+    assert get("boto_request_duration_seconds_sum", LABELS) == pytest.approx(1.8)
+    assert get("boto_request_duration_seconds_bucket", dict(LABELS, le="0.1")) == 0
+    assert get("boto_request_duration_seconds_bucket", dict(LABELS, le="0.5")) == 1
+    assert get("boto_request_duration_seconds_bucket", dict(LABELS, le="1.0")) == 1
+    assert get("boto_request_duration_seconds_bucket", dict(LABELS, le="+Inf")) == 2
+    assert get("boto_request_size_bytes_count", LABELS) == 2
+    assert get("boto_request_size_bytes_sum", LABELS) == 150
+    assert get("boto_response_size_bytes_count", LABELS) == 1
+    assert get("boto_response_size_bytes_sum", LABELS) == 2000
+    assert get("boto_request_errors_total", dict(LABELS, error_type="SlowDown")) == 1
+    assert get("boto_throttled_requests_total", LABELS) == 1
+    assert get("boto_request_retries_total", LABELS) == 2
+    assert get("boto_retries_exhausted_total", dict(LABELS, error_type="SlowDown")) == 1
+    assert get("boto_prom_label_sets_folded_total") == 0
+    # What only an adapter observes (attempts, in flight) is not touched by record().
+    assert get("boto_attempt_duration_seconds_count", LABELS) is None
+    assert get("boto_requests_in_flight", dict(aws_service="s3", aws_region="us-west-2")) is None
+
+
+def test_a_call_without_measurements_counts_only_its_status(registry):
+    """No duration, no sizes, no error: only boto_requests_total moves."""
+    metrics = metrics_for(registry)
+    metrics.bound(S3).record("none", None, None, None, None, False, None)
+    get = registry.get_sample_value
+    assert get("boto_requests_total", dict(LABELS, status_code="none")) == 1
+    assert get("boto_request_duration_seconds_count", LABELS) == 0
+    assert get("boto_request_size_bytes_count", LABELS) == 0
+    assert get("boto_response_size_bytes_count", LABELS) == 0
+    assert get("boto_throttled_requests_total", LABELS) == 0
+    assert get("boto_request_retries_total", LABELS) is None, "no always-zero retry series"
+
+
+def test_one_bound_per_label_set(registry):
+    """The same labels give the same Bound; other labels another."""
+    metrics = metrics_for(registry)
+    assert metrics.bound(S3) is metrics.bound(tuple(S3))
+    assert metrics.bound(("s3", "us-west-2", "PutObject")) is not metrics.bound(S3)
+
+
+def test_follow_attempts_binds_the_attempt_children(registry):
+    """A bound that follows attempts holds the attempt histogram and in-flight gauge children."""
+    bound = metrics_for(registry).bound(S3)
+    assert bound.attempt is None and bound.in_flight is None
+    assert bound.follow_attempts() is bound
+    bound.attempt.observe(0.2)
+    bound.in_flight.inc()
+    get = registry.get_sample_value
+    assert get("boto_attempt_duration_seconds_count", LABELS) == 1
+    assert get("boto_requests_in_flight", dict(aws_service="s3", aws_region="us-west-2")) == 1
+
+
+def test_request_id_becomes_the_durations_exemplar(registry):
+    """A request id is kept as the duration bucket's exemplar; one too long for one is not."""
+    metrics = metrics_for(registry)
+    metrics.bound(S3).record("200", 0.02, None, None, None, False, "REQ0042")
+    metrics.bound(("s3", "us-west-2", "PutObject")).record("200", 0.02, None, None, None,
+                                                           False, "X" * 200)
+    exemplars = {s.labels["action"]: s.exemplar for f in registry.collect()
+                 if f.name == "boto_request_duration_seconds" for s in f.samples
+                 if s.name.endswith("_bucket") and s.labels["le"] == "0.025"}
+    assert exemplars["GetObject"].labels == {EXEMPLAR_LABEL: "REQ0042"}
+    assert exemplars["GetObject"].value == 0.02
+    assert exemplars["PutObject"] is None
+
+
+def test_metrics_are_built_once_per_registry(registry):
+    """metrics_for() returns a registry's one instance; other buckets later are an error."""
+    first = metrics_for(registry, duration_buckets=(0.1, 1.0))
+    assert metrics_for(registry) is first
+    assert metrics_for(registry, duration_buckets=(0.1, 1.0)) is first
+    with pytest.raises(ConfigurationError, match="differ from the buckets"):
+        metrics_for(registry, duration_buckets=(0.2, 2.0))
+
+
+# --- fold and cap (moved from test_cardinality.py) --------------------------------------------
+
+class _Request:
+    """What boto 2 hands a hook for a Query API call, with a chosen action."""
+
+    def __init__(self, action):
+        self.host, self.method, self.path, self.auth_path = "127.0.0.1", "POST", "/", "/"
+        self.params = {"Action": action}
+        self.headers = {"Content-Length": "10"}
+        self.body = b""
+        self.start_time = datetime.now()
+
+
+class _Response:
+    status = 200
+
+    def getheader(self, name, default=None):
+        return "20" if name == "Content-Length" else default
+
+
+@needs_boto2
+def test_ten_thousand_actions_keep_the_scrape_bounded(aws, registry):
+    """10,000 distinct actions through the boto 2 hook: the cap plus _other series, none lost."""
+    cap = 300
+    hook = boto_prom.enable_metrics(aws.ec2(), port=0, registry=registry, max_label_sets=cap)
+    response = _Response()
+    for i in range(10_000):
+        hook.handle_request_data(_Request(f"Action{i:05d}"), response)
+    with urllib.request.urlopen(hook.server.url, timeout=30) as answer:
+        body = answer.read().decode()
+    series = series_by_family(body)
+    assert len(series["boto_requests_total"]) == cap + 1
+    assert len(series["boto_request_duration_seconds_count"]) == cap + 1
+    assert len(series["boto_request_duration_seconds_bucket"]) == (cap + 1) * 17
+    assert len(series["boto_response_size_bytes_count"]) == cap + 1
+    assert len(series["boto_request_size_bytes_count"]) == cap + 1
+    get = registry.get_sample_value
+    base = dict(aws_service="ec2", aws_region="us-west-2", status_code="200")
+    assert get("boto_requests_total", dict(base, action=OTHER)) == 10_000 - cap
+    assert get("boto_prom_label_sets_folded_total") == 10_000 - cap
+    assert get("boto_requests_total", dict(base, action="Action00000")) == 1
+    assert get("boto_requests_total", dict(base, action="Action09999")) is None
+    assert f'action="{OTHER}"' in body and "boto_prom_label_sets_folded_total 9700.0" in body
+
+
+def test_default_cap(registry):
+    """The default cap is 2,000 label sets per registry."""
+    assert DEFAULT_MAX_LABEL_SETS == 2000
+    assert metrics_for(registry).max_label_sets == 2000
+
+
+def test_folded_label_sets_are_bounded_even_across_services(registry):
+    """New services past the cap share at most 100 _other sets, then ("_other",)*3."""
+    metrics = metrics_for(registry, max_label_sets=3)
+    for i in range(300):
+        record(metrics, service=f"svc{i}", action="Get")
+    sets = label_sets(registry.collect(), "boto_requests")
+    assert len(sets) == 3 + 100 + 1
+    assert (OTHER, OTHER, OTHER) in sets
+    assert registry.get_sample_value("boto_requests_total", dict(
+        aws_service=OTHER, aws_region=OTHER, action=OTHER, status_code="200")) == 300 - 103
+    assert registry.get_sample_value("boto_prom_label_sets_folded_total") == 297
+
+
+def test_known_label_sets_keep_counting_after_the_cap(registry):
+    """A label set seen before the cap was reached still counts as itself after it."""
+    metrics = metrics_for(registry, max_label_sets=2)
+    for action in ("A", "B", "C", "A", "D", "B"):
+        record(metrics, action=action)
+    get = registry.get_sample_value
+    base = dict(aws_service="ec2", aws_region="us-west-2", status_code="200")
+    assert get("boto_requests_total", dict(base, action="A")) == 2
+    assert get("boto_requests_total", dict(base, action="B")) == 2
+    assert get("boto_requests_total", dict(base, action=OTHER)) == 2
+    assert get("boto_prom_label_sets_folded_total") == 2
+    assert metrics.bound(("ec2", "us-west-2", "C")).labels == ("ec2", "us-west-2", OTHER)
+
+
+def test_racing_threads_never_pass_the_cap(registry):
+    """8 threads recording 400 new actions each keep exactly the cap and lose no call."""
+    metrics = metrics_for(registry, max_label_sets=100)
+    barrier = threading.Barrier(8)
+
+    def work(n):
+        barrier.wait()
+        for i in range(400):
+            record(metrics, action=f"T{n}A{i}", status="503" if i % 7 == 0 else "200")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    totals = defaultdict(float)
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == "boto_requests_total":
+                totals[s.labels["action"]] += s.value
+    assert len(totals) == 101
+    assert sum(totals.values()) == 3200
+    assert totals[OTHER] == 3200 - 100
+    assert registry.get_sample_value("boto_prom_label_sets_folded_total") == 3100
+
+
+def test_error_types_per_label_set_are_bounded(registry):
+    """A server inventing error codes cannot grow the error series past MAX_ERROR_TYPES."""
+    bound = metrics_for(registry).bound(("s3", "us-west-2", "GetObject"))
+    for n in range(MAX_ERROR_TYPES + 25):
+        bound.record("400", 0.01, 0, 0, f"InventedCode{n}", False, None)
+    errors = {s.labels["error_type"]: s.value for f in registry.collect()
+              if f.name == "boto_request_errors" for s in f.samples if s.name.endswith("_total")}
+    assert len(errors) == MAX_ERROR_TYPES + 1
+    assert errors["_other"] == 25
+    assert sum(errors.values()) == MAX_ERROR_TYPES + 25

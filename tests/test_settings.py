@@ -1,0 +1,289 @@
+"""Settings: every argument and BOTO_PROM_* variable read, checked and frozen in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from prometheus_client import REGISTRY
+
+import boto_prom
+from boto_prom import ConfigurationError, settings
+from boto_prom.settings import CsvSettings, PushSettings, ServerSettings, Settings
+from tests.conftest import HAS_BOTO2
+from tests.procs import child_env
+
+needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+
+ENVIRONMENT = ("BOTO_PROM_DISABLED", "BOTO_PROM_PORT", "BOTO_PROM_ADDR", "BOTO_PROM_WEB_CONFIG",
+               "BOTO_PROM_MAX_LABEL_SETS", "BOTO_PROM_CSV", "BOTO_PROM_PUSHGATEWAY",
+               "BOTO_PROM_PUSH_JOB", "BOTO_PROM_PUSH_GROUPING_KEY", "BOTO_PROM_PUSH_USERNAME",
+               "BOTO_PROM_PUSH_PASSWORD", "BOTO_PROM_PUSH_TIMEOUT")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Start each test with none of boto-prom's variables set, whatever the shell has."""
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
+def one_sentence(exc):
+    """True when an error message is one sentence on one line."""
+    text = str(exc)
+    return "\n" not in text and text.endswith(".")
+
+
+# --- the whole environment, and arguments over it ---------------------------------------------
+
+def test_resolve_reads_every_variable(monkeypatch, tmp_path):
+    """With every BOTO_PROM_* variable set and no arguments, each one lands in the settings."""
+    env = {
+        "BOTO_PROM_DISABLED": "0",
+        "BOTO_PROM_PORT": "9123",
+        "BOTO_PROM_ADDR": "127.0.0.2",
+        "BOTO_PROM_WEB_CONFIG": str(tmp_path / "env-web.yml"),
+        "BOTO_PROM_MAX_LABEL_SETS": "77",
+        "BOTO_PROM_CSV": str(tmp_path / "env.csv"),
+        "BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:9091",
+        "BOTO_PROM_PUSH_JOB": "nightly",
+        "BOTO_PROM_PUSH_GROUPING_KEY": "instance=web1, shard=2",
+        "BOTO_PROM_PUSH_USERNAME": "pusher",
+        "BOTO_PROM_PUSH_PASSWORD": "push-password-0042",
+        "BOTO_PROM_PUSH_TIMEOUT": "7.5",
+    }
+    assert sorted(env) == sorted(ENVIRONMENT), "the test sets every variable there is"
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    got = settings.resolve()
+    assert got.disabled is False
+    assert got.server == ServerSettings(addr="127.0.0.2", port=9123,
+                                web_config=str(tmp_path / "env-web.yml"))
+    assert got.max_label_sets == 77
+    assert got.csv == CsvSettings(os.path.realpath(tmp_path / "env.csv"))
+    assert got.push == PushSettings("http://127.0.0.1:9091", "nightly",
+                                    (("instance", "web1"), ("shard", "2")), "pusher",
+                                    "push-password-0042", 7.5)
+    assert got.registry is REGISTRY and got.multiprocess_dir is None
+
+
+def test_arguments_win_over_the_environment(monkeypatch, tmp_path, registry):
+    """An argument given to resolve() wins over its variable, which still fills the rest."""
+    monkeypatch.setenv("BOTO_PROM_PORT", "9123")
+    monkeypatch.setenv("BOTO_PROM_ADDR", "127.0.0.2")
+    monkeypatch.setenv("BOTO_PROM_WEB_CONFIG", str(tmp_path / "env-web.yml"))
+    monkeypatch.setenv("BOTO_PROM_MAX_LABEL_SETS", "77")
+    monkeypatch.setenv("BOTO_PROM_CSV", str(tmp_path / "env.csv"))
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
+    got = settings.resolve(port=0, addr="127.0.0.3", web_config=tmp_path / "arg-web.yml",
+                           max_label_sets=5, csv_path=tmp_path / "arg.csv", csv_format="requestlog",
+                           registry=registry)
+    assert got.server == ServerSettings(addr="127.0.0.3", port=0,
+                                web_config=str(tmp_path / "arg-web.yml"))
+    assert got.max_label_sets == 5
+    assert got.csv == CsvSettings(os.path.realpath(tmp_path / "arg.csv"), "requestlog")
+    assert not (tmp_path / "env.csv").exists(), "the variable's file was not even checked"
+    assert got.registry is registry
+    assert got.push is not None and got.push.gateway == "http://127.0.0.1:9091"
+
+
+@pytest.mark.parametrize("raw, disabled", [
+    ("1", True), ("true", True), ("YES", True), (" on ", True),
+    ("", False), ("0", False), ("false", False), ("no", False), ("off", False),
+])
+def test_disabled_variable(monkeypatch, raw, disabled):
+    """BOTO_PROM_DISABLED turns enable into nothing, whatever else is asked for."""
+    monkeypatch.setenv("BOTO_PROM_DISABLED", raw)
+    monkeypatch.setenv("BOTO_PROM_PORT", "not a port")  # never read once disabled
+    if disabled:
+        assert settings.resolve(max_label_sets=0) == Settings(disabled=True)
+    else:
+        with pytest.raises(ConfigurationError, match="BOTO_PROM_PORT must be a port number"):
+            settings.resolve()
+
+
+def test_disabled_variable_that_is_not_a_yes_or_no_is_an_error(monkeypatch):
+    """BOTO_PROM_DISABLED=maybe is a ConfigurationError, not a silent yes or no."""
+    monkeypatch.setenv("BOTO_PROM_DISABLED", "maybe")
+    with pytest.raises(ConfigurationError, match="BOTO_PROM_DISABLED must be one of") as raised:
+        settings.resolve()
+    assert one_sentence(raised.value)
+
+
+MULTIPROC = """if True:
+    from boto_prom import settings
+    got = settings.resolve(port=0)
+    print(got.multiprocess_dir, got.server.multiprocess_dir)
+    print(settings.resolve_server().multiprocess_dir)
+"""
+
+
+def test_multiprocess_directory_is_read_from_the_environment(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR, set before the program starts, reaches both server settings."""
+    done = subprocess.run([sys.executable, "-c", MULTIPROC], capture_output=True, text=True,
+                          env=child_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path)] * 3
+
+
+@pytest.mark.parametrize("name, raw, match", [
+    ("BOTO_PROM_PORT", "80a", "BOTO_PROM_PORT must be a port number from 0 to 65535, not '80a'"),
+    ("BOTO_PROM_PORT", "70000", "BOTO_PROM_PORT must be a port number"),
+    ("BOTO_PROM_MAX_LABEL_SETS", "0", "BOTO_PROM_MAX_LABEL_SETS must be a whole number"),
+])
+def test_bad_variable_is_named_in_one_sentence(monkeypatch, name, raw, match):
+    """A bad variable's error names the variable, not the argument it stands for."""
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        settings.resolve()
+    assert one_sentence(raised.value)
+
+
+# --- paths ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    {"csv_path": "/tmp/boto-prom\0.csv"},
+    {"csv_path": pathlib.Path("/tmp/boto-prom\0.csv")},
+    {"web_config": "/etc/boto-prom/web\0.yml"},
+    {"web_config": pathlib.Path("/etc/boto-prom/web\0.yml")},
+])
+def test_nul_byte_in_a_path_is_a_configuration_error(kwargs):
+    """A NUL byte in csv_path or web_config is a ConfigurationError saying so, not a ValueError
+    from deep inside os."""
+    with pytest.raises(ValueError) as raised:
+        settings.resolve(**kwargs)
+    assert type(raised.value) is ConfigurationError
+    assert one_sentence(raised.value)
+    assert f"{next(iter(kwargs))} must be a file path" in str(raised.value)
+
+
+# --- the objects ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frozen, field", [
+    (Settings(), "registry"),
+    (Settings(), "csv"),
+    (ServerSettings(port=1), "port"),
+    (CsvSettings("/tmp/r.csv"), "path"),
+    (PushSettings("http://127.0.0.1:9091", "job"), "timeout"),
+])
+def test_settings_are_frozen(frozen, field):
+    """No one downstream can change a setting: assigning a field raises."""
+    before = getattr(frozen, field)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(frozen, field, None)
+    assert getattr(frozen, field) is before
+
+
+def test_resolved_settings_are_frozen(registry):
+    """What resolve() hands out is frozen too, down to its filters."""
+    got = settings.resolve(registry=registry, allowed_services=["s3"], start_server=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.allowed_services = None
+    assert got.allowed_services == frozenset({"s3"})
+    assert isinstance(got.ignored_actions, frozenset)
+
+
+def test_push_settings_never_show_the_password():
+    """PushSettings' repr, which tracebacks and logs show, leaves the password out."""
+    text = repr(PushSettings("http://127.0.0.1:9091", "job", (), "user", "hunter2-0042"))
+    assert "hunter2-0042" not in text and "user" in text
+
+
+# --- filters and limits (moved from test_cardinality.py) --------------------------------------
+
+@needs_boto2
+@pytest.mark.parametrize("env, kwargs, match", [
+    ({}, {"allowed_services": "s3"}, "allowed_services must be a list of names"),
+    ({}, {"allowed_services": ["s3", "bad/name"]}, "allowed_services must hold short names"),
+    ({}, {"ignored_actions": 7}, "ignored_actions must be a list of names"),
+    ({}, {"max_label_sets": 0}, "max_label_sets must be a whole number"),
+    ({}, {"max_label_sets": "many"}, "max_label_sets must be a whole number"),
+    ({"BOTO_PROM_MAX_LABEL_SETS": "lots"}, {}, "BOTO_PROM_MAX_LABEL_SETS must be a whole"),
+])
+def test_bad_limits_are_one_sentence(aws, registry, monkeypatch, env, kwargs, match):
+    """Each bad filter or cap fails resolve(), and so enable_metrics, with one sentence,
+    leaving the connection."""
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        settings.resolve(registry=registry, start_server=False, **kwargs)
+    assert "\n" not in str(raised.value)
+    conn = aws.ec2()
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        boto_prom.enable_metrics(conn, registry=registry, start_server=False, **kwargs)
+    assert "\n" not in str(raised.value)
+    assert conn.request_hook is None
+
+
+@needs_boto2
+def test_cap_from_environment_and_conflicting_caps(aws, registry, monkeypatch):
+    """BOTO_PROM_MAX_LABEL_SETS sets the cap; a later call asking for another is an error."""
+    monkeypatch.setenv("BOTO_PROM_MAX_LABEL_SETS", "5")
+    hook = boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
+    assert hook.recorder.metrics.max_label_sets == 5
+    monkeypatch.delenv("BOTO_PROM_MAX_LABEL_SETS")
+    boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False)
+    with pytest.raises(ConfigurationError, match="differs from the cap"):
+        boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False,
+                                 max_label_sets=6)
+
+
+# --- pushing (moved from test_push.py: the checks live here now) ------------------------------
+
+@pytest.mark.parametrize("env, match", [
+    ({"BOTO_PROM_PUSHGATEWAY": "http://[::1"}, "malformed host or a port"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:abc"}, "malformed host or a port"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:99999"}, "from 1 to 65535"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://127.0.0.1:0"}, "from 1 to 65535"),
+    ({"BOTO_PROM_PUSHGATEWAY": "http://u:secret@127.0.0.1:abc"}, "malformed host"),
+    ({"BOTO_PROM_PUSH_TIMEOUT": "1e10"}, "at most 600"),
+    ({"BOTO_PROM_PUSH_TIMEOUT": "nan"}, "BOTO_PROM_PUSH_TIMEOUT"),
+    ({"BOTO_PROM_PUSH_GROUPING_KEY": "job=x"}, "other than 'job'"),
+])
+def test_bad_push_variables_are_refused_without_side_effects(monkeypatch, registry, env, match):
+    """resolve() raises one sentence for each bad push variable and arranges nothing."""
+    from boto_prom import push
+
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        settings.resolve(registry=registry, start_server=False)
+    assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
+    assert str(raised.value).count(". ") == 0 and str(raised.value).endswith(".")
+    assert push.pending_exit_push() is None
+
+
+def test_push_variables_are_returned_as_settings(monkeypatch, registry):
+    """Good push variables come back parsed; an unset gateway is None; nothing is arranged."""
+    from boto_prom import push
+
+    assert settings.resolve(registry=registry, start_server=False).push is None
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
+    monkeypatch.setenv("BOTO_PROM_PUSH_JOB", "nightly")
+    monkeypatch.setenv("BOTO_PROM_PUSH_GROUPING_KEY", "instance=a")
+    monkeypatch.setenv("BOTO_PROM_PUSH_TIMEOUT", "600")
+    got = settings.resolve(registry=registry, start_server=False).push
+    assert got == PushSettings("http://127.0.0.1:9091", "nightly", (("instance", "a"),),
+                               None, None, 600.0)
+    assert push.pending_exit_push() is None
+
+
+def test_resolve_push_arguments_win_over_the_job_variable(monkeypatch):
+    """resolve_push() takes job= over BOTO_PROM_PUSH_JOB, and the variable without one."""
+    monkeypatch.setenv("BOTO_PROM_PUSH_JOB", "from-env")
+    assert settings.resolve_push("http://127.0.0.1:9091").job == "from-env"
+    assert settings.resolve_push("http://127.0.0.1:9091", job="by-arg").job == "by-arg"
+
+
+def test_default_job_is_the_script_name(monkeypatch):
+    """Without BOTO_PROM_PUSH_JOB the job is the script's name, sanitised."""
+    monkeypatch.delenv("BOTO_PROM_PUSH_JOB", raising=False)
+    monkeypatch.setattr("sys.argv", [os.path.join("opt", "jobs", "nightly backup.py")])
+    assert settings.default_job() == "nightly_backup"
+    monkeypatch.setattr("sys.argv", ["-c"])
+    assert settings.default_job() == "boto_prom"
