@@ -13,10 +13,11 @@ The same YAML file Prometheus, Pushgateway and the Go exporters read (``--web.co
     basic_auth_users:
       prometheus: $2b$12$...         # a bcrypt hash, never the password
 
-It is read once, when the server starts; a file that ``promtool check web-config`` rejects is
-rejected here too, with one sentence. A few settings that Python's ``ssl`` module cannot honour
-(``RequestClientCert``, ``RequireAnyClientCert``, ``curve_preferences``) are rejected rather
-than ignored. Needs PyYAML and bcrypt: ``pip install 'boto-prom[production]'``.
+The path (``web_config=`` or ``BOTO_PROM_WEB_CONFIG``) is settled by :mod:`boto_prom.settings`;
+the file is read once, when the server starts; a file that ``promtool check web-config`` rejects
+is rejected here too, with one sentence. A few settings that Python's ``ssl`` module cannot
+honour (``RequestClientCert``, ``RequireAnyClientCert``, ``curve_preferences``) are rejected
+rather than ignored. Needs PyYAML and bcrypt: ``pip install 'boto-prom[production]'``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from ._errors import ConfigurationError
-
-ENV = "BOTO_PROM_WEB_CONFIG"
+from .settings import ConfigurationError
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -97,15 +96,6 @@ _CACHE_SIZE = 16
 
 _HASH_HELP = ("make one with: python -c \"import bcrypt, getpass; "
               "print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())\"")
-
-
-def resolve_web_config(value: Optional[str]) -> Optional[str]:
-    """web_config, else ``BOTO_PROM_WEB_CONFIG``, else None (plain HTTP, no auth)."""
-    if value is None:
-        return os.environ.get(ENV, "").strip() or None
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ConfigurationError(f"web_config must be the path of a YAML file, not {value!r}.")
-    return os.fspath(value)
 
 
 class WebConfig:
@@ -443,4 +433,4 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
-__all__ = ["WebConfig", "load_web_config", "resolve_web_config"]
+__all__ = ["WebConfig", "load_web_config"]

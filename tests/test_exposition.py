@@ -1,4 +1,5 @@
-"""The bundled metrics server, scraped over real HTTP and linted by the real promtool."""
+"""The bundled metrics server and the multiprocess view: scraped over real HTTP, linted by the
+real promtool, and fed by real worker processes recording into one directory."""
 
 from __future__ import annotations
 
@@ -6,18 +7,25 @@ import errno
 import logging
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
 import boto_prom
 from boto_prom import ConfigurationError
-from boto_prom import server as server_module
-from boto_prom.server import DEFAULT_ADDR, ensure_server, get_server
+from boto_prom.exposition import (DEFAULT_ADDR, MetricsServer, get_server,
+                                  make_multiprocess_app, multiprocess_registry, serve)
+from boto_prom.settings import ServerSettings
 from tests.conftest import HAS_BOTO2, require_binary
+from tests.procs import child_env, finish, get, read_line, start_worker
+
+needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
 
 
 def fetch(url, accept=None):
@@ -25,6 +33,13 @@ def fetch(url, accept=None):
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, response.headers.get("Content-Type"), response.read().decode()
 
+
+def start(registry, addr=None, port=None):
+    """The process's server for addr and port, as enable_metrics asks for it."""
+    return serve(ServerSettings(addr=addr, port=port), registry)
+
+
+# --- the server -------------------------------------------------------------------------------
 
 @pytest.fixture
 def served(aws, registry):
@@ -37,6 +52,7 @@ def served(aws, registry):
     return hook
 
 
+@needs_boto2
 def test_port_zero_picks_a_port_that_can_be_read_back(served):
     """port=0 gives a real port on the hook's server and in get_server()."""
     assert served.server is get_server()
@@ -44,6 +60,7 @@ def test_port_zero_picks_a_port_that_can_be_read_back(served):
     assert served.server.url.endswith(f":{served.server.port}/metrics")
 
 
+@needs_boto2
 def test_metrics_text_format_parses_with_exact_values(served):
     """/metrics speaks the text format, and prometheus_client's parser reads our values."""
     status, ctype, body = fetch(served.server.url)
@@ -59,6 +76,7 @@ def test_metrics_text_format_parses_with_exact_values(served):
     assert samples[("boto_request_duration_seconds_count", tuple(sorted(base)))] == 2
 
 
+@needs_boto2
 def test_openmetrics_when_asked(served):
     """A scraper asking for OpenMetrics gets it, ending in # EOF."""
     _, ctype, body = fetch(served.server.url, accept="application/openmetrics-text; version=1.0.0")
@@ -67,6 +85,7 @@ def test_openmetrics_when_asked(served):
     assert "boto_requests_total{" in body
 
 
+@needs_boto2
 def test_landing_page_health_and_not_found(served):
     """/ links to /metrics, /healthz answers ok, anything else is a 404."""
     base = served.server.url[: -len("/metrics")]
@@ -78,6 +97,7 @@ def test_landing_page_health_and_not_found(served):
     assert raised.value.code == 404
 
 
+@needs_boto2
 def test_promtool_finds_no_lint_problems(served):
     """The real promtool check metrics accepts our exposition without a lint complaint."""
     promtool = require_binary("promtool")
@@ -87,6 +107,7 @@ def test_promtool_finds_no_lint_problems(served):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@needs_boto2
 def test_busy_port_fails_enable_with_one_sentence(aws, registry):
     """A port someone else holds fails enable_metrics naming the port and the way out."""
     with socket.socket() as holder:
@@ -105,11 +126,13 @@ def test_busy_port_fails_enable_with_one_sentence(aws, registry):
 def test_unbindable_address_fails_with_one_sentence(registry):
     """An address this machine does not have is a ConfigurationError, not a traceback."""
     with pytest.raises(ConfigurationError, match="addr"):
-        ensure_server("no-such-host.invalid", 0, registry)
+        start(registry, "no-such-host.invalid", 0)
     with pytest.raises(ConfigurationError, match="cannot listen on 192.0.2.1"):
-        ensure_server("192.0.2.1", 0, registry)
+        start(registry, "192.0.2.1", 0)
+    assert get_server() is None
 
 
+@needs_boto2
 def test_later_enables_reuse_the_server(aws, registry):
     """A second connection reuses the running server; asking for another port is an error."""
     first = boto_prom.enable_metrics(aws.ec2(), port=0, registry=registry)
@@ -124,12 +147,12 @@ def test_later_enables_reuse_the_server(aws, registry):
 
 def test_explicit_other_addr_is_a_configuration_error(registry):
     """A later call naming another address fails in one sentence; no addr reuses the server."""
-    first = ensure_server(None, 0, registry)
+    first = start(registry, None, 0)
     assert first.addr == DEFAULT_ADDR
-    assert ensure_server(None, None, registry) is first
-    assert ensure_server(DEFAULT_ADDR, first.port, registry) is first
+    assert start(registry, None, None) is first
+    assert start(registry, DEFAULT_ADDR, first.port) is first
     with pytest.raises(ConfigurationError, match="already listens on 127.0.0.1") as raised:
-        ensure_server("0.0.0.0", first.port, registry)
+        start(registry, "0.0.0.0", first.port)
     assert "\n" not in str(raised.value)
 
 
@@ -146,10 +169,10 @@ def _closed_by_server(sock):
 def test_connections_past_the_cap_are_closed_while_a_scrape_still_succeeds(registry):
     """With every slot held by idle clients a new connection is closed at once, and a scrape
     gets through as soon as a slot frees."""
-    server = ensure_server("127.0.0.1", 0, registry)
+    server = start(registry, "127.0.0.1", 0)
     address = ("127.0.0.1", server.port)
     held = [socket.create_connection(address, timeout=5)
-            for _ in range(server._httpd.max_connections)]
+            for _ in range(server.max_connections)]
     try:
         with socket.create_connection(address, timeout=5) as extra:
             started = time.monotonic()
@@ -171,8 +194,8 @@ def test_connections_past_the_cap_are_closed_while_a_scrape_still_succeeds(regis
 
 def test_slowloris_client_is_cut_off_at_the_request_deadline(registry, monkeypatch):
     """A client trickling a header byte every 0.2 s is cut off at the (here 1 s) deadline."""
-    monkeypatch.setattr(server_module._QuietHandler, "timeout", 1)
-    server = ensure_server("127.0.0.1", 0, registry)
+    monkeypatch.setattr(MetricsServer, "request_timeout", 1)
+    server = start(registry, "127.0.0.1", 0)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         sock.settimeout(0.2)
@@ -192,7 +215,7 @@ def test_malformed_accept_header_is_a_500_without_a_traceback_on_stderr(registry
     """A bad OpenMetrics version in Accept gets a 500, logged at debug, not printed, and the
     server keeps answering."""
     caplog.set_level(logging.DEBUG, logger="boto_prom")
-    server = ensure_server("127.0.0.1", 0, registry)
+    server = start(registry, "127.0.0.1", 0)
     for _ in range(3):
         with pytest.raises(urllib.error.HTTPError) as raised:
             fetch(server.url, accept="application/openmetrics-text; version=abc")
@@ -219,9 +242,10 @@ class _OutOfFds:
 def test_accept_failures_pause_and_warn_once_instead_of_spinning(registry, monkeypatch,
                                                                  caplog):
     """While accept fails the loop retries every 0.1 s (not thousands of times) and warns once."""
-    server = ensure_server("127.0.0.1", 0, registry)
-    failing = _OutOfFds(server._httpd.socket)
-    monkeypatch.setattr(server._httpd, "socket", failing)
+    server = start(registry, "127.0.0.1", 0)
+    # socket is the listening socket of every socketserver server (a documented attribute).
+    failing = _OutOfFds(server.socket)
+    monkeypatch.setattr(server, "socket", failing)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5):
         time.sleep(0.5)
     assert 1 <= failing.calls <= 10
@@ -229,17 +253,146 @@ def test_accept_failures_pause_and_warn_once_instead_of_spinning(registry, monke
     assert len(warnings) == 1 and "cannot accept" in warnings[0].getMessage()
 
 
+@needs_boto2
 def test_server_thread_is_a_daemon(served):
     """The server never keeps the program alive at exit."""
-    assert served.server._thread.daemon
+    threads = [t for t in threading.enumerate() if t.name == "boto-prom-server"]
+    assert threads and all(t.daemon for t in threads)
 
 
-pytestmark = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
-
-
+@needs_boto2
 def test_enable_without_port_reuses_a_server_started_on_port_zero(aws, registry, monkeypatch):
     """After a port=0 start, an enable that names no port reuses that server."""
     monkeypatch.delenv("BOTO_PROM_PORT", raising=False)
     first = boto_prom.enable_metrics(aws.ec2(), port=0, registry=registry)
     second = boto_prom.enable_metrics(aws.iam(), registry=registry)
     assert second.server is first.server
+
+
+# --- multiprocess mode ------------------------------------------------------------------------
+
+CALLS = 15
+DESCRIBE = dict(aws_service="ec2", aws_region="us-west-2", action="DescribeVolumes")
+
+
+def samples(body):
+    """{(name, sorted labels): value} of a text-format scrape."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body) for s in f.samples}
+
+
+def value(body, name, **labels):
+    return samples(body).get((name, tuple(sorted(labels.items()))))
+
+
+def build_info(body):
+    return {k: v for k, v in samples(body).items() if k[0] == "boto_prom_build_info"}
+
+
+def ready(proc):
+    """(pid, server port) from a worker's ready line."""
+    line = read_line(proc)
+    assert line.startswith("ready "), line
+    _, pid, port = line.split()
+    return int(pid), int(port)
+
+
+@needs_boto2
+def test_four_workers_give_exactly_four_n(aws, tmp_path):
+    """2 workers make N calls and exit, 2 new ones make N more: every scrape says exactly 4N."""
+    path = str(tmp_path)
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=path)
+    server = boto_prom.start_multiprocess_server(port=0, path=path)
+    assert server.url.startswith("http://127.0.0.1:")
+
+    first = [start_worker(aws.port, CALLS, "--wait", env=env) for _ in range(2)]
+    first_pids = [ready(p)[0] for p in first]
+    for proc, pid in zip(first, first_pids):
+        finish(proc)
+        mark_process_dead(pid, path)  # what gunicorn's child_exit hook does
+    body = get(server.url)
+    assert value(body, "boto_requests_total", status_code="200", **DESCRIBE) == 2 * CALLS
+    assert build_info(body) == {}, "no live process, no build_info"
+
+    second = [start_worker(aws.port, CALLS, "--wait", env=env),
+              start_worker(aws.port, CALLS, "--wait", "--serve", env=env)]
+    (_, _), (_, worker_port) = ready(second[0]), ready(second[1])
+    try:
+        for url in (server.url, f"http://127.0.0.1:{worker_port}/metrics"):
+            body = get(url)
+            assert value(body, "boto_requests_total", status_code="200",
+                         **DESCRIBE) == 4 * CALLS, url
+            assert value(body, "boto_request_duration_seconds_count", **DESCRIBE) == 4 * CALLS
+            assert value(body, "boto_response_size_bytes_count", **DESCRIBE) == 4 * CALLS
+            assert build_info(body) == {
+                ("boto_prom_build_info", (("version", boto_prom.__version__),)): 1.0}
+    finally:
+        pids = []
+        for proc in second:
+            pids.append(proc.pid)
+            finish(proc)
+    for pid in pids:
+        mark_process_dead(pid, path)
+    body = get(server.url)
+    assert value(body, "boto_requests_total", status_code="200", **DESCRIBE) == 4 * CALLS
+    assert build_info(body) == {}
+
+
+@needs_boto2
+def test_second_server_in_multiprocess_mode_says_how_to_fix_it(aws, tmp_path):
+    """A worker whose port another process holds is told to serve once, from one process."""
+    server = boto_prom.start_multiprocess_server(port=0, path=str(tmp_path))
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+                    BOTO_WORKER_METRICS_PORT=str(server.port))
+    proc = start_worker(aws.port, 0, "--serve", env=env)
+    line = read_line(proc)
+    proc.communicate(timeout=30)
+    assert line.startswith("error ") and "already in use" in line, line
+    assert "start_server=False" in line and "start_multiprocess_server" in line
+
+
+@needs_boto2
+def test_bad_directory_is_one_sentence(aws, tmp_path):
+    """A PROMETHEUS_MULTIPROC_DIR that does not exist fails enable_metrics with one sentence."""
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
+    proc = start_worker(aws.port, 0, env=env)
+    line = read_line(proc)
+    proc.communicate(timeout=30)
+    assert line.startswith("error ") and "is not a writable directory" in line, line
+
+
+@needs_boto2
+def test_directory_set_after_import_is_refused(aws, registry, tmp_path, monkeypatch):
+    """Setting the variable after prometheus_client was imported is refused, not ignored."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    conn = aws.ec2()
+    with pytest.raises(ConfigurationError, match="set after prometheus_client was imported"):
+        boto_prom.enable_metrics(conn, registry=registry, start_server=False)
+    assert conn.request_hook is None
+
+
+def test_mountable_app_serves_the_directory(tmp_path):
+    """make_multiprocess_app answers /metrics from the directory, and checks it at once."""
+    from wsgiref.util import setup_testing_defaults
+
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        make_multiprocess_app(str(tmp_path / "missing"))
+    app = make_multiprocess_app(str(tmp_path))
+    environ = {"PATH_INFO": "/metrics"}
+    setup_testing_defaults(environ)
+    status = []
+    body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    assert status == ["200 OK"] and body == b""
+    assert list(multiprocess_registry(str(tmp_path)).collect()) == []
+
+
+def test_every_gauge_declares_a_multiprocess_mode(monkeypatch):
+    """In multiprocess mode each Gauge of the contract has a live mode, never the 'all' default."""
+    from boto_prom import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "in_multiprocess_mode", lambda: True)
+    metrics = metrics_module.PrometheusMetrics(CollectorRegistry())
+    gauges = [m for m in vars(metrics).values() if isinstance(m, Gauge)]
+    assert metrics.build_info in gauges
+    for gauge in gauges:
+        assert gauge._multiprocess_mode.startswith("live"), gauge._name
