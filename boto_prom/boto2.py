@@ -1,20 +1,30 @@
-"""The boto 2 adapter: a request hook that turns each finished request into one record.
+"""The boto 2 adapter, whole: the request hook, install and uninstall on a connection, and the
+global mode that gives every new connection a hook.
 
 boto 2 calls ``hook.handle_request_data(request, response, error=False)`` from
 ``AWSAuthConnection._mexe``: with ``error=False`` once a response other than a 5xx or a redirect
 has arrived (4xx included), before its body is read; with ``error=True`` once retries are
 exhausted, after the last backoff sleep, and with ``response=None`` when no HTTP response came
 at all. Importing this module imports boto.
+
+The per-request path has two lanes. The fast lane takes the shape boto 2 hands over on almost
+every call: it looks the label set's bound up by the raw values the action is named from (host,
+``Action`` param, ``X-Amz-Target`` header), reads the status, sizes, duration and request id
+directly, and records. Anything else (the first call of a label set, an S3 or other REST call,
+no response, a missing or odd value) raises inside the fast lane before anything is recorded,
+and the careful lane then reads every value defensively, each behind its own guard stage.
 """
 
 from __future__ import annotations
 
-import time
+import functools
+import threading
+import weakref
 from datetime import datetime
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ._naming import boto2_action, is_region, parse_host, safe_name, safe_request_id
-from .record import NO_RESPONSE, UNKNOWN, RequestRecord
+from .naming import boto2_action, is_region, parse_host, safe_name, safe_request_id
+from .record import NO_RESPONSE, UNKNOWN
 
 try:
     from boto.utils import RequestHook as _RequestHook
@@ -25,8 +35,32 @@ except ImportError:  # boto 2 cannot import (Python 3.12+): the class still work
 # S3 SlowDown are both 503s).
 THROTTLE_STATUSES = frozenset({429, 503})
 
-_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
-_HOST_CACHE_LIMIT = 1024
+# (status, error) -> (status_code, error_type, throttled): what a response status means, worked
+# out once so the fast lane reads it with one lookup.
+_STATUSES: Dict[Tuple[int, bool], Tuple[str, Optional[str], bool]] = {
+    (status, error): (str(status), str(status) if status >= 400 or error else None,
+                      status in THROTTLE_STATUSES)
+    for status in range(100, 600) for error in (False, True)
+}
+
+# Raw keys cached per hook; past this many, new keys take the careful lane every time (still
+# counted right: the recorder's own label sets are bounded).
+_CACHE_LIMIT = 10_000
+
+_TARGET = "X-Amz-Target"
+_ID, _S3_ID = "x-amzn-RequestId", "x-amz-request-id"
+
+
+class _Dropped:
+    """What the cache holds for a label set the recorder's filters drop: records nothing."""
+
+    __slots__ = ()
+
+    def record(self, *values: Any) -> None:
+        """Record nothing."""
+
+
+_DROPPED = _Dropped()
 
 # boto 2 module -> service, for connections to a host that does not name its service (a
 # loopback test server, a VPC endpoint, a proxy).
@@ -44,10 +78,9 @@ _MODULE_SERVICE = {
 
 def connection_service(conn: Any) -> str:
     """The short service name of a boto 2 connection, or ``"unknown"``."""
-    for attr in ("auth_service_name",):
-        name = safe_name(getattr(conn, attr, None))
-        if name:
-            return name.lower()
+    name = safe_name(getattr(conn, "auth_service_name", None))
+    if name:
+        return name.lower()
     service, _ = parse_host(getattr(conn, "host", None))
     if service != UNKNOWN:
         return service
@@ -86,12 +119,22 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         buckets: duration histogram buckets in seconds (see :func:`boto_prom.enable_metrics`).
         previous: a hook to call after recording, with the same arguments (the connection's
             earlier hook, so enabling metrics keeps it working).
-        recorder: where records go (built by :func:`boto_prom.enable_metrics`); by default
+        recorder: where calls go (built by :func:`boto_prom.enable_metrics`); by default
             the registry's Prometheus metrics alone.
+
+    Attributes:
+        recorder, registry: where calls are recorded.
+        server: the metrics server :func:`boto_prom.enable_metrics` started, else None.
+        settings: the settings it was enabled with; None for a hook built by hand.
+        active: False for a hook that no longer records (a global-mode hook after
+            :func:`boto_prom.disable_metrics`); enabling again replaces such a hook.
+        previous: the hook called after this one.
 
     Example:
         >>> conn.set_request_hook(BotoRequestHook())  # doctest: +SKIP
     """
+
+    active = True
 
     def __init__(
         self,
@@ -106,48 +149,84 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         if recorder is None:
             from .metrics import metrics_for
             from .recorder import Recorder
+            from .settings import check_buckets, check_registry
 
-            recorder = Recorder(metrics_for(registry, buckets))
+            checked = None if buckets is None else check_buckets(buckets, "buckets")
+            recorder = Recorder(metrics_for(check_registry(registry), checked))
         self.recorder = recorder
         self.registry = recorder.registry
         self.aws_service = aws_service
         self.aws_region = aws_region
         self.previous = previous
         self.server: Any = None
+        self.settings: Any = None
         self._guard = recorder.guard
-        self._hosts: Dict[Any, Tuple[str, str]] = {}
+        self._wants_request_id = recorder.wants_request_id
+        # (host, Action param, X-Amz-Target header) -> the bound, or _DROPPED.
+        self._bounds: Dict[Tuple[Any, Any, Any], Any] = {}
 
-    active = True
-    """False for a hook that no longer records (see boto_prom._global); enabling again
-    replaces such a hook."""
-
-    # The per-request path: reads, label lookups and inc/observe, nothing else.
     def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
-        """Record one request; called by boto 2. Never raises, whatever it is handed."""
+        """Record one request; called by boto 2. Never raises, whatever it is handed; the
+        previous hook's own exceptions reach the caller unchanged."""
         try:
-            self.recorder.record(self._build(request, response, error))
+            # The fast lane: each line raises on a value out of the usual shape, before
+            # anything is recorded, and the careful lane takes the call over. (A HEAD answer
+            # has .length 0 here: http.client knows no body follows.)
+            headers = request.headers
+            bound = self._bounds[request.host, request.params.get("Action"), headers.get(_TARGET)]
+            code, error_type, throttled = _STATUSES[response.status, error]
+            sent, received = int(headers["Content-Length"]), response.length
+            if sent < 0 or received.__class__ is not int or response.fp is None:
+                raise LookupError("not the usual shape")
+            # boto stamps start_time with naive local time: a clock step (NTP, DST on a
+            # badly-set host) can make the difference negative, so clamp at zero.
+            duration = max((datetime.now() - request.start_time).total_seconds(), 0.0)
+            if self._wants_request_id:
+                # Only Query and JSON APIs reach this lane, and they answer with
+                # x-amzn-RequestId (S3's x-amz-request-id is read in the careful lane): ask for
+                # it first, since each miss scans every header.
+                request_id = safe_request_id(response.msg.get(_ID) or response.msg.get(_S3_ID))
+            else:
+                request_id = None
+        except Exception:
+            self._careful(request, response, error)
+        else:
+            try:
+                bound.record(code, duration, sent, received, error_type, throttled, request_id)
+            except Exception:
+                self._guard.failed("metrics")
+        if self.previous is not None:
+            # The user's own hook: its exceptions are theirs and reach them unchanged.
+            self.previous.handle_request_data(request, response, error)
+
+    # --- the careful lane: first calls and anything unusual; each value behind its guard ---
+
+    def _careful(self, request: Any, response: Any, error: bool) -> None:
+        try:
+            bound = self._bind(request)
+            if bound is None:
+                return
+            values = self._values(request, response, error)
         except Exception:
             self._guard.failed("record")
-        previous = self.previous
-        if previous is not None:
-            # The user's own hook: its exceptions are theirs and reach them unchanged.
-            previous.handle_request_data(request, response, error)
+            return
+        try:
+            bound.record(*values)
+        except Exception:
+            self._guard.failed("metrics")
 
-    def _service_region(self, request: Any) -> Tuple[str, str]:
+    def _labels(self, request: Any) -> Tuple[str, str]:
+        """(service, region): the hook's own, else read from the request's host."""
         service, region = self.aws_service, self.aws_region
         if service is None or region is None:
-            host = getattr(request, "host", None)
-            parsed = self._hosts.get(host)
-            if parsed is None:
-                parsed = parse_host(host)
-                if len(self._hosts) < _HOST_CACHE_LIMIT:
-                    self._hosts[host] = parsed
+            parsed = parse_host(getattr(request, "host", None))
             service = parsed[0] if service is None else service
             region = parsed[1] if region is None else region
         return service, region
 
-    def _build(self, request: Any, response: Any, error: bool) -> RequestRecord:
-        service, region = self._service_region(request)
+    def _bind(self, request: Any) -> Any:
+        """The request's bound (None when filtered out), cached under its raw key."""
+        service, region = self._labels(request)
         try:
             action = boto2_action(
                 service,
@@ -159,38 +238,36 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         except Exception:
             self._guard.failed("action")
             action = UNKNOWN
+        bound = self.recorder.bind("boto2", service, region, action)
+        key = _cache_key(request)
+        if key is not None and len(self._bounds) < _CACHE_LIMIT:
+            self._bounds[key] = _DROPPED if bound is None else bound
+        return bound
 
+    def _values(self, request: Any, response: Any, error: bool) -> Tuple[Any, ...]:
+        """The arguments of ``bound.record`` for one call, each read defensively."""
         duration = self._duration(request)
         request_bytes = self._request_bytes(request)
-
         response_bytes = None
         request_id = None
         if response is None:
-            status_code = NO_RESPONSE
-            error_type: Optional[str] = "no_response"
-            throttled = False
+            return (NO_RESPONSE, duration, request_bytes, None, "no_response", False, None)
+        status = getattr(response, "status", None)
+        known = _STATUSES.get((status, bool(error))) if type(status) is int else None
+        if known is None:
+            self._guard.failed("status", f"unusable response status {type(status).__name__}")
+            return (UNKNOWN, duration, request_bytes, None, UNKNOWN if error else None,
+                    False, None)
+        status_code, error_type, throttled = known
+        # A HEAD answer's Content-Length describes the object; no body came.
+        if getattr(request, "method", None) == "HEAD":
+            response_bytes = 0
         else:
-            status = getattr(response, "status", None)
-            status_code = _STATUS_TEXT.get(status) if type(status) is int else None
-            if status_code is None:
-                self._guard.failed("status", f"unusable response status {type(status).__name__}")
-                status_code = UNKNOWN
-                error_type = UNKNOWN if error else None
-                throttled = False
-            else:
-                error_type = status_code if (status >= 400 or error) else None
-                throttled = status in THROTTLE_STATUSES
-                # A HEAD answer's Content-Length describes the object; no body came.
-                if getattr(request, "method", None) == "HEAD":
-                    response_bytes = 0
-                else:
-                    response_bytes = self._response_bytes(response)
-                if self.recorder.wants_request_id:
-                    request_id = _request_id(response, self._guard)
-        return RequestRecord(
-            "boto2", service, region, action, status_code, duration, request_bytes,
-            response_bytes, error_type, throttled, request_id, time.time(),
-        )
+            response_bytes = self._response_bytes(response)
+        if self._wants_request_id:
+            request_id = _request_id(response, self._guard)
+        return (status_code, duration, request_bytes, response_bytes, error_type, throttled,
+                request_id)
 
     def _duration(self, request: Any) -> Optional[float]:
         start = getattr(request, "start_time", None)
@@ -198,13 +275,11 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             self._guard.failed("duration", "request has no start_time")
             return None
         try:
-            # boto stamps start_time with naive local time: a clock step (NTP, DST on a
-            # badly-set host) can make the difference negative, so clamp at zero.
             seconds = (datetime.now(start.tzinfo) - start).total_seconds()
         except Exception:
             self._guard.failed("duration")
             return None
-        return seconds if seconds > 0.0 else 0.0
+        return seconds if seconds > 0.0 else 0.0  # clamped: see the fast lane
 
     def _request_bytes(self, request: Any) -> Optional[int]:
         headers = getattr(request, "headers", None)
@@ -230,16 +305,192 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         return self._guard.size(length, "response_size")
 
 
+def _cache_key(request: Any) -> Optional[Tuple[Any, Any, Any]]:
+    """The fast lane's key for request, when the action is named from it alone (a Query or
+    JSON API: ``Action`` param or ``X-Amz-Target`` header); None for S3 and other REST calls,
+    named from their method and path on every call."""
+    try:
+        params, headers = request.params, request.headers
+        if type(params) is not dict or type(headers) is not dict:
+            return None
+        key = (request.host, params.get("Action"), headers.get(_TARGET))
+        hash(key)
+    except Exception:
+        return None
+    return key if key[1] is not None or key[2] is not None else None
+
+
 def _request_id(response: Any, guard: Any) -> Optional[str]:
     try:
-        # http.client's parsed headers answer a lookup in about half the time getheader takes
-        # (it collects and joins every value); this runs on every call when a CSV file is on.
+        # http.client's parsed headers answer a lookup faster than getheader (which collects
+        # and joins every value).
         headers = getattr(response, "msg", None)
         get = headers.get if hasattr(headers, "get") else response.getheader
-        for name in ("x-amz-request-id", "x-amzn-RequestId"):
+        for name in (_S3_ID, _ID):
             value = get(name)
             if value:
                 return safe_request_id(value)
     except Exception:
         guard.failed("request_id")
     return None
+
+
+# --- install on one connection --------------------------------------------------------------
+
+def installed(conn: Any) -> Optional[BotoRequestHook]:
+    """The active hook of ours on a boto 2 connection, or None."""
+    hook = getattr(conn, "request_hook", None)
+    return hook if isinstance(hook, BotoRequestHook) and hook.active else None
+
+
+def install(conn: Any, recorder: Any, settings: Any) -> BotoRequestHook:
+    """Put a hook of ours on a boto 2 connection, keeping its earlier hook as ``.previous``.
+
+    An inactive hook of ours (a global-mode hook left after disabling) is replaced by what it
+    wrapped. The labels are ``settings.aws_service`` / ``aws_region``, else read from the
+    connection now.
+
+    Args:
+        conn: a boto 2 connection.
+        recorder: the :class:`boto_prom.recorder.Recorder` to record into.
+        settings: the :class:`boto_prom.settings.Settings` metrics were enabled with.
+    """
+    previous = getattr(conn, "request_hook", None)
+    while isinstance(previous, BotoRequestHook) and not previous.active:
+        previous = previous.previous
+    hook = BotoRequestHook(
+        aws_service=settings.aws_service or connection_service(conn),
+        aws_region=settings.aws_region or connection_region(conn),
+        previous=previous,
+        recorder=recorder,
+    )
+    hook.settings = settings
+    conn.set_request_hook(hook)
+    return hook
+
+
+def uninstall(conn: Any) -> bool:
+    """Take our hook off a boto 2 connection, putting back the hook it had before.
+
+    Returns:
+        True when a hook of ours was on it, False otherwise.
+    """
+    hook = getattr(conn, "request_hook", None)
+    if not isinstance(hook, BotoRequestHook):
+        return False
+    conn.set_request_hook(hook.previous)
+    return True
+
+
+# --- global mode: every connection made from now on -----------------------------------------
+
+class _Global:
+    """One global install: what its connection hooks record into, and whether they still do."""
+
+    def __init__(self, recorder: Any, settings: Any) -> None:
+        self.recorder = recorder
+        self.settings = settings
+        self.active = True
+        self.wrapper: Any = None  # our AWSAuthConnection.__init__ wrapper
+
+
+_current: Optional[_Global] = None
+_lock = threading.Lock()
+
+
+def install_global(recorder: Any, settings: Any) -> bool:
+    """Give every boto 2 connection created from now on a hook, by wrapping
+    ``AWSAuthConnection.__init__``.
+
+    Args:
+        recorder: the :class:`boto_prom.recorder.Recorder` the hooks record into.
+        settings: the :class:`boto_prom.settings.Settings` metrics were enabled with.
+
+    Returns:
+        True once installed; False when boto 2 does not import (then nothing is installed).
+    """
+    try:
+        from boto.connection import AWSAuthConnection
+    except Exception:  # not installed, or Python 3.12+ where boto 2 cannot import
+        return False
+    global _current
+    with _lock:
+        if _current is not None:
+            _uninstall_locked()
+        state = _Global(recorder, settings)
+        original = AWSAuthConnection.__init__
+
+        @functools.wraps(original)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            if not state.active:
+                return
+            try:
+                existing = getattr(self, "request_hook", None)
+                if not isinstance(existing, BotoRequestHook):
+                    self.set_request_hook(_ConnectionHook(state, self, existing))
+            except Exception:
+                state.recorder.guard.failed("boto2_global")
+
+        __init__._boto_prom_original = original  # type: ignore[attr-defined]
+        state.wrapper = __init__
+        AWSAuthConnection.__init__ = __init__
+        _current = state
+    return True
+
+
+def uninstall_global() -> None:
+    """Undo :func:`install_global`: connections made from now on get no hook, and the hooks
+    it gave earlier connections only pass calls on to their previous hook."""
+    with _lock:
+        _uninstall_locked()
+
+
+def _uninstall_locked() -> None:
+    global _current
+    state, _current = _current, None
+    if state is None:
+        return
+    state.active = False
+    from boto.connection import AWSAuthConnection
+
+    # Only our own wrapper is taken out. A wrapper someone put on top of ours (functools.wraps
+    # copies our marker onto it) stays, and ours under it is inert now that it is inactive.
+    if AWSAuthConnection.__dict__.get("__init__") is state.wrapper:
+        AWSAuthConnection.__init__ = state.wrapper._boto_prom_original
+
+
+class _ConnectionHook(BotoRequestHook):
+    """The hook each new boto 2 connection gets in global mode: labels read from the
+    connection at its first request (programs often set ``auth_service_name`` after
+    construction), and inert once global mode is uninstalled."""
+
+    def __init__(self, state: _Global, conn: Any, previous: Any) -> None:
+        super().__init__(previous=previous, recorder=state.recorder)
+        self.settings = state.settings
+        self.aws_service = getattr(state.settings, "aws_service", None)
+        self.aws_region = getattr(state.settings, "aws_region", None)
+        self._state = state
+        self._conn = weakref.ref(conn)
+
+    @property  # type: ignore[override]
+    def active(self) -> bool:
+        """False once global mode was uninstalled: the hook only passes calls on."""
+        return self._state.active
+
+    def handle_request_data(self, request: Any, response: Any, error: bool = False) -> None:
+        if self._state.active:
+            BotoRequestHook.handle_request_data(self, request, response, error)
+        elif self.previous is not None:
+            self.previous.handle_request_data(request, response, error)
+
+    def _labels(self, request: Any) -> Tuple[str, str]:
+        if self.aws_service is None or self.aws_region is None:
+            conn = self._conn()
+            if conn is not None:
+                try:
+                    self.aws_region = self.aws_region or connection_region(conn)
+                    self.aws_service = self.aws_service or connection_service(conn)
+                except Exception:
+                    self._guard.failed("labels")
+        return super()._labels(request)

@@ -66,6 +66,15 @@ class LocalAWS:
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
+            # moto keeps its state in the process, not the server: forget it, so that a
+            # second LocalAWS in the same process starts empty (the demo creates its bucket).
+            import urllib.request
+
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://{self.host}:{self.port}/moto-api/reset", method="POST"), timeout=10)
+            except OSError:
+                pass
             self._server.stop()
             self._server = None
 

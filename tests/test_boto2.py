@@ -20,7 +20,7 @@ if HAS_BOTO2:
     from boto.exception import BotoServerError, EC2ResponseError, S3ResponseError
 
     import boto_prom
-    from boto_prom import BotoRequestHook, disable_metrics, enable_metrics
+    from boto_prom import BotoRequestHook, boto2, disable_metrics, enable_metrics
 
 from tests.fakes import Bare as _Bare
 from tests.fakes import FakeResponse as _Response
@@ -254,24 +254,179 @@ def test_users_own_hook_exception_reaches_the_user(aws, registry):
 
 def test_failing_sink_does_not_break_the_call(aws, registry, caplog):
     """A sink that raises is counted under its stage; the AWS call returns normally."""
-    conn = aws.ec2()
-    hook = enable_metrics(conn, registry=registry, start_server=False)
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
 
     class Exploding:
-        stage = "explode"
-
         def record(self, rec):
             raise RuntimeError("disk on fire")
 
-    hook.recorder.sinks = hook.recorder.sinks + (Exploding(),)
+    conn = aws.ec2()
+    recorder = Recorder(metrics_for(registry), csv=Exploding())
+    boto2.install(conn, recorder, resolve(registry=registry, start_server=False))
     with caplog.at_level(logging.DEBUG, logger="boto_prom"):
         assert conn.get_all_volumes() == []
         conn.get_all_volumes()
-    assert value(registry, "boto_prom_hook_errors_total", stage="explode") == 2
+    assert value(registry, "boto_prom_hook_errors_total", stage="csv") == 2
     assert value(registry, "boto_requests_total", action="DescribeVolumes", status_code="200",
                  **EC2) == 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "a kind of failure is logged once, then at debug"
+
+
+def test_install_and_uninstall_keep_the_connections_own_hook(aws, registry):
+    """install() chains the connection's hook and reports itself installed; uninstall() puts
+    the connection's hook back and says whether ours was there."""
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
+
+    conn = aws.ec2()
+    capture = Capture()
+    conn.set_request_hook(capture)
+    settings = resolve(registry=registry, start_server=False)
+    hook = boto2.install(conn, Recorder(metrics_for(registry)), settings)
+    assert boto2.installed(conn) is hook and conn.request_hook is hook
+    assert hook.previous is capture and hook.settings is settings and hook.active
+    conn.get_all_volumes()
+    assert boto2.uninstall(conn) is True and conn.request_hook is capture
+    assert boto2.installed(conn) is None and boto2.uninstall(conn) is False
+    conn.get_all_volumes()
+    assert len(capture.calls) == 2
+    assert value(registry, "boto_requests_total", action="DescribeVolumes", status_code="200",
+                 **EC2) == 1
+
+
+def test_reinstalling_over_an_inactive_hook_of_ours_replaces_it(aws, registry):
+    """A connection left with an inert global-mode hook gets a fresh hook in its place, not
+    one chained behind it, and each call counts once."""
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
+
+    settings = resolve(registry=registry, start_server=False)
+    recorder = Recorder(metrics_for(registry))
+    assert boto2.install_global(recorder, settings) is True
+    try:
+        conn = aws.ec2()
+    finally:
+        boto2.uninstall_global()
+    inert = conn.request_hook
+    assert isinstance(inert, BotoRequestHook) and not inert.active
+    assert boto2.installed(conn) is None
+    conn.get_all_volumes()
+    hook = boto2.install(conn, recorder, settings)
+    assert conn.request_hook is hook and hook is not inert and hook.previous is None
+    conn.get_all_volumes()
+    assert value(registry, "boto_requests_total", action="DescribeVolumes", status_code="200",
+                 **EC2) == 1
+
+
+def test_global_hook_reads_labels_at_the_first_request(aws, registry):
+    """A connection made in global mode is labelled from what it says at its first request,
+    and uninstalling global mode puts boto's own constructor back."""
+    from boto.connection import AWSAuthConnection
+
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
+
+    original = AWSAuthConnection.__init__
+    boto2.install_global(Recorder(metrics_for(registry)),
+                         resolve(registry=registry, start_server=False))
+    try:
+        conn = aws.ec2()
+        conn.auth_region_name = "eu-north-1"  # set after construction, as programs do
+        assert boto2.installed(conn) is conn.request_hook
+        conn.get_all_volumes()
+    finally:
+        boto2.uninstall_global()
+    assert AWSAuthConnection.__init__ is original
+    assert aws.ec2().request_hook is None
+    conn.get_all_volumes()
+    assert value(registry, "boto_requests_total", aws_service="ec2", aws_region="eu-north-1",
+                 action="DescribeVolumes", status_code="200") == 1
+
+
+def test_filtered_label_sets_are_not_recorded(aws, registry):
+    """A service left out of allowed_services is dropped on every call, others still count."""
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
+
+    recorder = Recorder(metrics_for(registry), allowed_services=frozenset({"iam"}))
+    settings = resolve(registry=registry, start_server=False)
+    ec2, iam = aws.ec2(), aws.iam()
+    boto2.install(ec2, recorder, settings)
+    boto2.install(iam, recorder, settings)
+    for _ in range(3):
+        ec2.get_all_volumes()
+    iam.get_all_users()
+    iam.get_all_users()
+    assert value(registry, "boto_requests_total", action="DescribeVolumes", status_code="200",
+                 **EC2) == 0
+    assert value(registry, "boto_requests_total", aws_service="iam", aws_region="us-east-1",
+                 action="ListUsers", status_code="200") == 2
+
+
+def _http_response(body=b"<ok/>", status=200, method="POST"):
+    """boto's own HTTPResponse, parsed from the bytes an AWS answer carries, body unread."""
+    import io
+
+    from boto.connection import HTTPResponse
+
+    raw = (f"HTTP/1.1 {status} X\r\nx-amzn-RequestId: 59dbff89-35bd-4eac-99ed\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    class Socket:
+        def makefile(self, *args, **kwargs):
+            return io.BytesIO(raw)
+
+    response = HTTPResponse(Socket(), method=method)
+    response.begin()
+    return response
+
+
+def test_hand_built_hook_keeps_hosts_apart_after_the_first_call(registry):
+    """Repeated calls with one action to two AWS hosts each count in their own series."""
+    hook = BotoRequestHook(registry=registry)
+    for host in ("ec2.us-west-2.amazonaws.com", "ec2.eu-west-1.amazonaws.com") * 3:
+        hook.handle_request_data(_request(host=host), _http_response(b"x" * 42))
+    for region in ("us-west-2", "eu-west-1"):
+        labels = dict(aws_service="ec2", aws_region=region, action="DescribeVolumes")
+        assert value(registry, "boto_requests_total", status_code="200", **labels) == 3
+        assert value(registry, "boto_request_size_bytes_sum", **labels) == 300
+        assert value(registry, "boto_response_size_bytes_sum", **labels) == 126
+
+
+def test_every_call_of_a_label_set_gives_the_same_record(registry):
+    """The first call of a label set and the ones after it record the same values, request id
+    included, for a success, a client error and an error boto gave up on."""
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+
+    class Rows:
+        wants_request_id = True
+
+        def __init__(self):
+            self.rows = []
+
+        def record(self, rec):
+            self.rows.append(rec)
+
+    rows = Rows()
+    recorder = Recorder(metrics_for(registry), csv=rows)
+    for status, error in ((200, False), (400, False), (503, True)):
+        hook = BotoRequestHook(recorder=recorder, **EC2)
+        del rows.rows[:]
+        for _ in range(3):
+            hook.handle_request_data(_request(), _http_response(b"<r/>", status), error)
+        fields = {rec[:5] + rec[6:11] for rec in rows.rows}
+        assert len(rows.rows) == 3 and len(fields) == 1, fields
+        assert fields.pop() == (
+            "boto2", "ec2", "us-west-2", "DescribeVolumes", str(status), 100, 4,
+            str(status) if status >= 400 else None, status == 503, "59dbff89-35bd-4eac-99ed")
 
 
 # --- concurrency -----------------------------------------------------------------------------
