@@ -1,25 +1,32 @@
-"""The botocore adapter: event handlers that turn each boto3/botocore call into one record.
+"""The botocore adapter: the handlers, instrument/uninstrument, and boto3's default session.
 
-It listens on botocore's event system, never wraps client methods:
+boto-prom listens on botocore's event system and never wraps a client method. These events give
+the whole metric contract, and none of them can be left out:
 
-- ``before-call``: the call starts; the monotonic clock starts and a per-call state goes into the
-  call's ``context`` dict (botocore makes one per call and hands it to every event below).
-- ``before-send``: an HTTP attempt goes on the wire: its clock starts, and the first one puts the
-  call in flight. (botocore before 1.40 or so does not hand ``before-send`` the context; there
-  ``request-created``, just before it, counts the attempt and points ``before-send`` at the
-  call.)
-- ``response-received``: the attempt ended, with a response or an exception.
-- ``after-call`` / ``after-call-error``: the call ended; its record goes to the recorder and the
-  call leaves the in-flight gauge.
+- ``before-call``: the call starts. Its handler is the only one that belongs to a
+  :class:`BotocoreHook`: it looks up the bound label set of the call's (service, operation,
+  region), binding it on first use, and puts a small per-call state holding the start time into
+  the call's ``context`` dict (botocore makes one per call and hands it to the events below).
+  The call's duration starts here, serialising and signing included, and a call that fails
+  before any HTTP attempt (missing credentials) is still seen.
+- ``before-send``: a signed HTTP attempt goes on the wire: its clock starts, and the first one
+  puts the call in flight and measures the request body. The one event per attempt before the
+  request leaves.
+- ``response-received``: the attempt ended, with a response or an exception; it is observed in
+  the attempt histogram. The one event per attempt after it: a retried attempt has no other.
+- ``after-call`` / ``after-call-error``: the call ended, with a response (of any status) or an
+  exception. Exactly one of the two comes per call; the call is counted and leaves the in-flight
+  gauge.
 
-Retries are the attempts after the first. ``needs-retry`` is not listened to: botocore takes
-the first answer of its handlers, which another handler cannot see, so watching it would mean
-re-deciding what botocore's retry handler decides.
+A call with one attempt thus runs four handlers. ``needs-retry`` is not listened to: botocore
+takes the first answer of its handlers, which another handler cannot see, so watching it would
+mean re-deciding what botocore's retry handler decides; retries are the attempts after the
+first. botocore older than about 1.40 hands ``before-send`` no context: there a handler on
+``request-created``, just before it on the same thread, points ``before-send`` at the call.
 
-Only ``before-call`` belongs to one :class:`BotocoreHook`; the other handlers are plain functions
-that finish whatever call state they find, so a call under way when metrics are disabled still
-finishes cleanly (and the in-flight gauge goes back down). Importing this module imports
-botocore.
+Only ``before-call`` is taken out when metrics are disabled; the other handlers finish whatever
+call state they find, so a call under way when metrics are disabled still finishes cleanly (and
+leaves the in-flight gauge). Importing this module imports botocore.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import ConnectionError as _ConnectionError
 from botocore.exceptions import HTTPClientError
 
-from ._naming import safe_name, safe_request_id
-from .record import NO_RESPONSE, UNKNOWN, RequestRecord
+from .naming import safe_name, safe_request_id
+from .record import NO_RESPONSE, UNKNOWN
+from .settings import ConfigurationError
 
 # The error codes botocore's retry handler treats as throttling (botocore/retries/standard.py,
 # ThrottledRetryableChecker, and data/_retry.json for legacy mode). The one list boto-prom uses.
@@ -68,8 +76,10 @@ _KEY = "boto_prom.call"  # our entry in botocore's per-call context dict
 _START_EVENT = "before-call.*.*"
 _START_ID = "boto_prom.before-call"
 _STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+# The statuses after-call records on its short path: a success needs no error code read.
+_SUCCESS_TEXT = {code: text for code, text in _STATUS_TEXT.items() if code < 400}
 _BOUND_CACHE_LIMIT = 10_000
-_UNBOUND = object()
+_FILTERED = object()  # cached for a label set the recorder's filters drop
 _clock = time.perf_counter  # monotonic, and the finest clock there is
 
 # botocore gave the prepared request a ``context`` only in recent releases; before that,
@@ -78,137 +88,107 @@ _PREPARED_HAS_CONTEXT = "context" in inspect.signature(AWSPreparedRequest.__init
 _local = threading.local()
 
 
-class _Bound:
-    """Label values and bound children of one (operation, region), resolved once."""
-
-    __slots__ = ("labels", "attempt", "in_flight")
-
-    def __init__(self, metrics: Any, labels: Tuple[str, str, str]) -> None:
-        # The label set as the Prometheus sink keeps it: folded into action="_other" once
-        # max_label_sets is reached, so the attempt histogram stays bounded too.
-        labels = metrics.label_set(labels)
-        self.labels = labels
-        self.attempt = metrics.attempt_duration.labels(*labels)
-        self.in_flight = metrics.in_flight.labels(labels[0], labels[1])
-
-
 class _Call:
     """One call under way: lives in botocore's context dict from before-call to after-call."""
 
-    __slots__ = ("hook", "bound", "start", "attempts", "attempt_start", "request_bytes",
-                 "in_flight")
+    __slots__ = ("hook", "bound", "start", "attempts", "attempt_start", "request_bytes")
 
-    def __init__(self, hook: "BotocoreHook", bound: _Bound, start: float) -> None:
-        self.hook = hook
-        self.bound = bound
-        self.start = start
-        self.attempts = 0
-        self.attempt_start: Optional[float] = None
-        self.request_bytes: Optional[int] = None
-        self.in_flight = False  # counted in the in-flight gauge, not yet taken out
-
-    def leave_in_flight(self) -> None:
-        if self.in_flight:
-            self.in_flight = False
-            self.bound.in_flight.dec()
+    def __init__(self, hook: "BotocoreHook", bound: Any, start: float) -> None:
+        self.hook, self.bound, self.start = hook, bound, start
+        # attempts > 0 means the call is counted in the in-flight gauge: the first attempt
+        # puts it there, and finishing sets attempts back to 0 when it takes it out.
+        self.attempts, self.attempt_start, self.request_bytes = 0, None, None
 
     def __del__(self) -> None:
-        # botocore sends no after-call-error for a BaseException (Ctrl-C, SystemExit, a
-        # gevent Timeout, a cancellation): the call state is dropped with the context dict,
-        # and this takes it out of the in-flight gauge instead of leaving it up for good.
-        try:
-            self.leave_in_flight()
-        except Exception:
-            pass
+        # botocore sends no after-call-error for a BaseException (Ctrl-C, SystemExit, a gevent
+        # Timeout, a cancellation): the call state is dropped with the context dict, and this
+        # takes it out of the in-flight gauge instead of leaving it up for good.
+        if self.attempts:
+            self.attempts = 0
+            try:
+                self.bound.in_flight.dec()
+            except Exception:
+                pass  # in a finaliser: no call to report it to
 
 
 class BotocoreHook:
-    """Records every call of the botocore clients it is registered on.
+    """Records every call of the botocore clients and sessions it is registered on.
 
-    Most programs get one from :func:`boto_prom.enable_metrics`, given a boto3/botocore client
-    or session (or nothing: boto3's default session).
+    Built by :func:`boto_prom.enable_metrics` (through :func:`instrument`), given a
+    boto3/botocore client or session, or nothing (boto3's default session).
 
     Args:
-        recorder: where records go (built by :func:`boto_prom.enable_metrics`).
-        aws_service: the ``aws_service`` label for every call, instead of the client's.
-        aws_region: the ``aws_region`` label for every call, instead of the client's.
+        recorder: the :class:`boto_prom.recorder.Recorder` that binds label sets.
+        settings: the :class:`boto_prom.settings.Settings` it was enabled with (its
+            ``aws_service`` and ``aws_region`` replace the client's), or None.
 
     Attributes:
         registry: the prometheus_client registry recorded into.
         server: the metrics server, when enable_metrics started one.
+        settings: the settings it was enabled with, or None.
+        aws_service: the ``aws_service`` label for every call, or None (the client's).
+        aws_region: the ``aws_region`` label for every call, or None (the client's).
         active: False once disabled where it was enabled; calls started after that are not
             recorded, by any client that carries it.
+        every_request_id: read every response's request id (the CSV file keeps them); else
+            only when the call would leave an exemplar.
     """
 
-    def __init__(self, recorder: Any, *, aws_service: Optional[str] = None,
-                 aws_region: Optional[str] = None) -> None:
+    def __init__(self, recorder: Any, settings: Any = None) -> None:
         self.recorder = recorder
         self.registry = recorder.registry
         self.server: Any = None
-        self.aws_service = aws_service
-        self.aws_region = aws_region
+        self.settings = settings
+        self.aws_service: Optional[str] = getattr(settings, "aws_service", None)
+        self.aws_region: Optional[str] = getattr(settings, "aws_region", None)
         self.active = True
-        self._guard = recorder.guard
-        self._metrics = recorder.metrics
-        self._bound: Dict[Tuple[Any, Any, Any], Optional[_Bound]] = {}
+        self.guard = recorder.guard
+        self.every_request_id = recorder.every_request_id
+        # What recorder.bind returned, by (event name, client region): a hit skips naming.
+        # Keyed by names, not by the model objects: every client has models of its own, and a
+        # program making a client per call would otherwise keep them all alive.
+        self._bound: Dict[Tuple[Any, Any], Any] = {}
         self._owner: Any = None  # weak reference to the event emitter it was enabled on
 
-    # --- the per-call path: dict lookups, a clock read, inc/observe -----------------------
-
-    def before_call(self, model: Any = None, context: Any = None, **kwargs: Any) -> None:
+    def before_call(self, model: Any = None, context: Any = None, event_name: Any = None,
+                    **kwargs: Any) -> None:
         """botocore's ``before-call``: start the call's clock. Returns None, always (a value
         would stand in for the call's response)."""
         if not self.active:
-            return None
+            return
         try:
-            region = context.get("client_region")
-            # Keyed by names, not by the model objects: every client has models of its own,
-            # and a program making a client per call would otherwise keep them all alive.
-            key = (getattr(getattr(model, "service_model", None), "service_name", None),
-                   getattr(model, "name", None), region)
-            bound = self._bound.get(key, _UNBOUND)
-            if bound is _UNBOUND:
-                bound = self._bind(model, region, key)
-            if bound is not None:
+            # The event's name ("before-call.ec2.DescribeRegions") names the service and the
+            # operation: with the client's region it keys the cache, so a hit reads no model.
+            key = (event_name, context.get("client_region"))
+            bound = self._bound.get(key)
+            if bound is None:
+                bound = self._bind(model, key)
+            if bound is not _FILTERED:
                 context[_KEY] = _Call(self, bound, _clock())
         except Exception:
-            self._guard.failed("before_call")
-        return None
+            self.guard.failed("before_call")
 
-    def _bind(self, model: Any, region: Any, key: Tuple[Any, Any, Any]) -> Optional[_Bound]:
-        service = self.aws_service
-        if service is None:
-            service_model = getattr(model, "service_model", None)
-            service = safe_name(getattr(service_model, "service_name", None)) or UNKNOWN
-        action = safe_name(getattr(model, "name", None)) or UNKNOWN
-        region_label = self.aws_region or safe_name(region) or UNKNOWN
-        accept = self.recorder.accept
-        if accept is not None and not accept(service, action):
-            bound = None  # filtered out: such calls are not followed at all
-        else:
-            bound = _Bound(self._metrics, (service, region_label, action))
-        if len(self._bound) < _BOUND_CACHE_LIMIT:
+    def _bind(self, model: Any, key: Tuple[Any, Any]) -> Any:
+        service_model = getattr(model, "service_model", None)
+        bound = self.recorder.bind(
+            "botocore",
+            self.aws_service or safe_name(getattr(service_model, "service_name", None)) or UNKNOWN,
+            self.aws_region or safe_name(key[1]) or UNKNOWN,
+            safe_name(getattr(model, "name", None)) or UNKNOWN,
+        )
+        if bound is None:
+            bound = _FILTERED  # such calls are not followed at all
+        # Called by hand, a handler gets no event name: such calls are bound, not cached.
+        if key[0] is not None and len(self._bound) < _BOUND_CACHE_LIMIT:
             self._bound[key] = bound
         return bound
 
-    def _finish(self, call: _Call, context: Any, http: Any, parsed: Any,
-                exception: Optional[BaseException]) -> None:
-        try:
-            duration = _clock() - call.start
-            if call.attempts:
-                call.leave_in_flight()
-            elif exception is None:
-                return  # answered before any HTTP attempt (botocore's Stubber): not an AWS call
-            rec = self._build(call, context, http, parsed, exception, duration)
-        except Exception:
-            self._guard.failed("record")
-            return
-        # Filters were applied when the call's labels were bound, before any folding.
-        self.recorder.record(rec, accepted=True)
-
-    def _build(self, call: _Call, context: Any, http: Any, parsed: Any,
-               exception: Optional[BaseException], duration: float) -> RequestRecord:
-        response_bytes = request_id = None
+    def _finish(self, call: _Call, attempts: int, duration: float, context: Any, http: Any,
+               parsed: Any, exception: Optional[BaseException] = None) -> None:
+        """Record a call that did not end in a well-formed success: an error status, an
+        exception, or a response botocore's parser did not make the usual way."""
+        request_id = None
+        response_bytes = None
         throttled = retryable = False
         error_type: Optional[str]
         if exception is not None or http is None:
@@ -220,7 +200,7 @@ class BotocoreHook:
             status_code = _STATUS_TEXT.get(status) if type(status) is int else None
             error_type = None
             if status_code is None:
-                self._guard.failed("status", f"unusable response status {type(status).__name__}")
+                self.guard.failed("status", f"unusable response status {type(status).__name__}")
                 status_code = UNKNOWN
             else:
                 if status >= 400:
@@ -233,18 +213,15 @@ class BotocoreHook:
                 if type(meta) is not dict:
                     meta = {}
                 response_bytes = self._response_bytes(http, meta.get("HTTPHeaders"))
-                if self.recorder.wants_request_id:
+                if self.every_request_id or call.bound.exemplar_due(duration):
                     request_id = safe_request_id(meta.get("RequestId"))
         exhausted = False
         if retryable:
             retries = context.get("retries")
             limit = retries.get("max") if type(retries) is dict else None
-            exhausted = type(limit) is int and call.attempts >= limit
-        return RequestRecord(
-            "botocore", *call.bound.labels, status_code, duration, call.request_bytes,
-            response_bytes, error_type, throttled, request_id, time.time(),
-            attempts=call.attempts, retries_exhausted=exhausted,
-        )
+            exhausted = type(limit) is int and attempts >= limit
+        call.bound.record(status_code, duration, call.request_bytes, response_bytes, error_type,
+                          throttled, request_id, attempts, exhausted)
 
     def _response_bytes(self, http: Any, headers: Any) -> Optional[int]:
         try:
@@ -254,91 +231,133 @@ class BotocoreHook:
                 headers = http.headers
             length = headers.get("content-length")
         except Exception:
-            self._guard.failed("response_size")
+            self.guard.failed("response_size")
             return None
-        return self._guard.size(length, "response_size")
+        return self.guard.size(length, "response_size")
 
 
 # --- the handlers every hook shares: they finish whatever call they find ----------------------
 
-def _call_in(context: Any) -> Optional[_Call]:
-    return context.get(_KEY) if type(context) is dict else None
+def _on_before_send(request: Any = None, **kwargs: Any) -> None:
+    # Returns None, always: a value would stand in for the HTTP response.
+    context = getattr(request, "context", None)
+    call = context.get(_KEY) if type(context) is dict else None
+    if call is None:
+        return
+    try:  # _start_attempt, inlined: this runs on every attempt of every call
+        if not call.attempts:
+            call.bound.in_flight.inc()
+            body = request.body
+            # A query-protocol body is url-encoded text: ASCII, so its length is its size.
+            if type(body) is bytes or (type(body) is str and body.isascii()):
+                call.request_bytes = len(body)
+            else:
+                call.request_bytes = _request_bytes(request, call.hook.guard)
+        call.attempts += 1
+        call.attempt_start = _clock()
+    except Exception:
+        call.hook.guard.failed("before_send")
 
 
-def _start_attempt(call: _Call) -> None:
-    call.attempts += 1
-    if call.attempts == 1:
-        call.bound.in_flight.inc()
-        call.in_flight = True
+def _start_attempt(call: _Call, request: Any) -> None:
+    try:
+        if not call.attempts:
+            call.bound.in_flight.inc()
+            call.request_bytes = _request_bytes(request, call.hook.guard)
+        call.attempts += 1
+        call.attempt_start = _clock()
+    except Exception:
+        call.hook.guard.failed("before_send")
 
 
 def _on_request_created(request: Any = None, **kwargs: Any) -> None:
     # Only for botocore whose prepared requests carry no context (see the module docstring).
-    call = _call_in(getattr(request, "context", None))
-    if call is None:
-        return
-    try:
-        _start_attempt(call)
-        # Registered last, after signing: nothing runs between here and before-send but the
-        # request's preparation, so no other call can come in between on this thread.
-        _local.call = call
-    except Exception:
-        call.hook._guard.failed("request_created")
+    # Registered last, after signing: nothing runs between here and before-send but the
+    # request's preparation, so no other call can come in between on this thread.
+    context = getattr(request, "context", None)
+    _local.call = context.get(_KEY) if type(context) is dict else None
 
 
-def _on_before_send(request: Any = None, **kwargs: Any) -> None:
-    # Returns None, always: a value would stand in for the HTTP response.
-    if _PREPARED_HAS_CONTEXT:
-        call = _call_in(getattr(request, "context", None))
-    else:
-        call = getattr(_local, "call", None)
-        _local.call = None
-    if call is None:
-        return
-    try:
-        if _PREPARED_HAS_CONTEXT:
-            _start_attempt(call)
-        call.request_bytes = _request_bytes(request, call.hook._guard)
-        call.attempt_start = _clock()
-    except Exception:
-        call.hook._guard.failed("before_send")
+def _on_before_send_handed(request: Any = None, **kwargs: Any) -> None:
+    # before-send where the prepared request has no context: the call request-created handed.
+    call = getattr(_local, "call", None)
+    _local.call = None
+    if call is not None:
+        _start_attempt(call, request)
 
 
 def _on_response_received(context: Any = None, **kwargs: Any) -> None:
-    call = _call_in(context)
-    if call is None or call.attempt_start is None:
-        return
-    try:
-        call.bound.attempt.observe(_clock() - call.attempt_start)
-        call.attempt_start = None
-    except Exception:
-        call.hook._guard.failed("attempt")
+    call = context.get(_KEY) if type(context) is dict else None
+    if call is not None and call.attempt_start is not None:
+        try:
+            call.bound.attempt.observe(_clock() - call.attempt_start)
+            call.attempt_start = None
+        except Exception:
+            call.hook.guard.failed("attempt")
 
 
 def _on_after_call(http_response: Any = None, parsed: Any = None, context: Any = None,
                    **kwargs: Any) -> None:
     call = context.pop(_KEY, None) if type(context) is dict else None
-    if call is not None:
-        call.hook._finish(call, context, http_response, parsed, None)
+    if call is None or not call.attempts:
+        return  # not ours, or answered before any HTTP attempt (botocore's Stubber)
+    duration = _clock() - call.start
+    attempts, call.attempts = call.attempts, 0  # 0: out of the in-flight gauge (see _Call)
+    try:
+        call.bound.in_flight.dec()
+        # The short path: a success botocore parsed the usual way. Everything else (an error
+        # status, a malformed response) takes the careful one.
+        status = _SUCCESS_TEXT.get(getattr(http_response, "status_code", None))
+        meta = parsed.get("ResponseMetadata") if type(parsed) is dict else None
+        headers = meta.get("HTTPHeaders") if type(meta) is dict else None
+        if status is None or type(headers) is not dict:
+            call.hook._finish(call, attempts, duration, context, http_response, parsed)
+            return
+        # botocore's parsed copy of the headers: a plain dict with lower-case names.
+        size = headers.get("content-length")
+        if type(size) is str and size.isdecimal():
+            size = int(size)
+        else:
+            size = call.hook.guard.size(size, "response_size")
+        rid = None
+        if call.hook.every_request_id or call.bound.exemplar_due(duration):
+            rid = safe_request_id(meta.get("RequestId"))
+        call.bound.record(status, duration, call.request_bytes, size, None, False, rid, attempts)
+    except Exception:
+        call.hook.guard.failed("record")
 
 
 def _on_after_call_error(exception: Any = None, context: Any = None, **kwargs: Any) -> None:
     call = context.pop(_KEY, None) if type(context) is dict else None
-    if call is not None:
-        call.hook._finish(call, context, None, None, exception)
+    if call is None:
+        return
+    duration = _clock() - call.start
+    attempts, call.attempts = call.attempts, 0
+    try:
+        if attempts:
+            call.bound.in_flight.dec()
+        call.hook._finish(call, attempts, duration, context, None, None, exception)
+    except Exception:
+        call.hook.guard.failed("record")
 
 
-# (event, registration, handler). Attempt events go last so that signing and client-side rate
-# limiting are not counted in the attempt; the end events go first (``.*.*`` sorts before
-# every more specific handler) so that another handler raising cannot skip them.
-_FOLLOWERS: Tuple[Tuple[str, str, Any], ...] = (
-    ("before-send", "register_last", _on_before_send),
-    ("response-received.*.*", "register_first", _on_response_received),
-    ("after-call.*.*", "register_first", _on_after_call),
-    ("after-call-error.*.*", "register_first", _on_after_call_error),
-)
-if not _PREPARED_HAS_CONTEXT:
-    _FOLLOWERS = (("request-created", "register_last", _on_request_created),) + _FOLLOWERS
+def _followers(prepared_has_context: bool) -> Tuple[Tuple[str, str, Any], ...]:
+    """(event, registration, handler) of the handlers that finish calls.
+
+    The attempt's start goes last so that signing and client-side rate limiting are not counted
+    in the attempt; the end events go first (``.*.*`` sorts before every more specific handler)
+    so that another handler raising cannot skip them.
+    """
+    ends = (("response-received.*.*", "register_first", _on_response_received),
+            ("after-call.*.*", "register_first", _on_after_call),
+            ("after-call-error.*.*", "register_first", _on_after_call_error))
+    if prepared_has_context:
+        return (("before-send", "register_last", _on_before_send),) + ends
+    return (("request-created", "register_last", _on_request_created),
+            ("before-send", "register_last", _on_before_send_handed)) + ends
+
+
+_FOLLOWERS = _followers(_PREPARED_HAS_CONTEXT)
 
 
 def _error_code(parsed: Any) -> Optional[str]:
@@ -351,13 +370,14 @@ def _request_bytes(request: Any, guard: Any) -> Optional[int]:
     body = getattr(request, "body", None)
     if body is None:
         return 0
-    if isinstance(body, (bytes, bytearray)):
+    # A query-protocol body is url-encoded text: ASCII, so its length is its size in bytes.
+    if isinstance(body, (bytes, bytearray)) or (type(body) is str and body.isascii()):
         return len(body)
     # A stream: trust its header.
     return guard.size(request.headers.get("Content-Length"), "request_size")
 
 
-# --- enabling and disabling -------------------------------------------------------------------
+# --- instrumenting and uninstrumenting a client or session ------------------------------------
 
 def events_of(target: Any) -> Any:
     """The event emitter of a botocore client, a botocore session or a boto3 session."""
@@ -369,7 +389,7 @@ def events_of(target: Any) -> Any:
     return target.events  # a boto3 session
 
 
-def registered_hook(emitter: Any) -> Optional[BotocoreHook]:
+def _registered(emitter: Any) -> Optional[BotocoreHook]:
     """The hook whose before-call handler the emitter carries (inherited from a session
     included), or None. Reads botocore internals defensively."""
     inner = getattr(emitter, "_emitter", emitter)
@@ -386,18 +406,40 @@ def registered_hook(emitter: Any) -> Optional[BotocoreHook]:
 _owned: "weakref.WeakKeyDictionary[Any, BotocoreHook]" = weakref.WeakKeyDictionary()
 
 
-def instrument(target: Any, hook: BotocoreHook) -> BotocoreHook:
-    """Register hook on a client's or session's events, unless an active hook already is.
+def installed(target: Any) -> Optional[BotocoreHook]:
+    """The active hook recording a client's or session's calls (a client's own, or the one it
+    got from its session), or None.
 
-    Returns the hook that records the target's calls: hook, or the one already there (enabling
-    twice never double-counts; a client from an enabled session already has its session's).
+    Args:
+        target: a boto3/botocore client, a botocore session or a boto3 session.
+    """
+    hook = _registered(events_of(target))
+    return hook if hook is not None and hook.active else None
+
+
+def instrument(target: Any, recorder: Any, settings: Any) -> BotocoreHook:
+    """Record a client's or session's calls (a session's: of the clients made from it after).
+
+    Idempotent: when an active hook already records the target, that one is returned and
+    nothing is registered (callers that care about settings ask :func:`installed` first).
+    An inactive hook of ours is replaced.
+
+    Args:
+        target: a boto3/botocore client, a botocore session or a boto3 session.
+        recorder: the :class:`boto_prom.recorder.Recorder` to bind label sets with.
+        settings: the :class:`boto_prom.settings.Settings` enabled with (kept as
+            ``hook.settings``; its ``aws_service``/``aws_region`` label every call).
+
+    Returns:
+        The :class:`BotocoreHook` that records the target's calls.
     """
     emitter = events_of(target)
-    existing = registered_hook(emitter)
+    existing = _registered(emitter)
     if existing is not None and existing.active:
         return existing
     if existing is not None:
         emitter.unregister(_START_EVENT, unique_id=_START_ID)
+    hook = BotocoreHook(recorder, settings)
     for event, how, handler in _FOLLOWERS:
         getattr(emitter, how)(event, handler, unique_id=f"boto_prom.{event}")
     emitter.register(_START_EVENT, hook.before_call, unique_id=_START_ID)
@@ -411,9 +453,12 @@ def uninstrument(target: Any) -> bool:
 
     Disabling a session also stops its clients created while it was enabled. The handlers that
     finish calls stay registered, so calls under way finish and leave the in-flight gauge.
+
+    Args:
+        target: a client or session given to :func:`instrument` (or made from one that was).
     """
     emitter = events_of(target)
-    hook = registered_hook(emitter)
+    hook = _registered(emitter)
     emitter.unregister(_START_EVENT, unique_id=_START_ID)
     _owned.pop(emitter, None)
     if hook is None or not hook.active:
@@ -424,4 +469,88 @@ def uninstrument(target: Any) -> bool:
     return True
 
 
-__all__ = ["BotocoreHook", "THROTTLING_CODES", "instrument", "uninstrument"]
+# --- boto3's default session (enable_metrics() with no argument) --------------------------------
+
+# What install_global did: (the default session, our hook on it or None when the hook there was
+# the user's, whether install_global made the session).
+_global: Optional[Tuple[Any, Optional[BotocoreHook], bool]] = None
+_global_lock = threading.Lock()
+
+
+def install_global(recorder: Any, settings: Any) -> Optional[BotocoreHook]:
+    """Record the calls of every client boto3's default session makes from now on
+    (``boto3.client(...)``, ``boto3.resource(...)``), making the session when there is none.
+
+    Args:
+        recorder: the :class:`boto_prom.recorder.Recorder` to bind label sets with.
+        settings: the :class:`boto_prom.settings.Settings` enabled with.
+
+    Returns:
+        The hook on the default session; an active hook the user already put there is returned
+        as is (and :func:`uninstall_global` leaves it). None when boto3 does not import.
+
+    Raises:
+        ConfigurationError: the default session cannot be made (a missing AWS profile, a
+            broken AWS config file); nothing is left installed.
+    """
+    global _global
+    try:
+        import boto3
+    except ImportError:
+        return None
+    from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+    with _global_lock:
+        created = boto3.DEFAULT_SESSION is None
+        try:
+            if created:
+                boto3.setup_default_session()  # what boto3.client() would do on first use
+            session = boto3.DEFAULT_SESSION
+            hook = installed(session)
+            ours = None
+            if hook is None:
+                hook = ours = instrument(session, recorder, settings)
+        except BaseException as exc:
+            if created:
+                boto3.DEFAULT_SESSION = None  # made for this enable: not left behind
+            if isinstance(exc, ProfileNotFound):
+                profile = exc.kwargs.get("profile")
+                raise ConfigurationError(
+                    f"enable_metrics() could not set up boto3's default session: the AWS "
+                    f"profile {profile!r} is not in the AWS config or credentials file; set "
+                    "AWS_PROFILE (or AWS_DEFAULT_PROFILE) to a profile that is, or unset it."
+                ) from None
+            if isinstance(exc, BotoCoreError):
+                raise ConfigurationError(
+                    f"enable_metrics() could not set up boto3's default session ({exc}); fix "
+                    "the AWS config and credentials files and AWS_* variables it reads."
+                ) from None
+            raise
+        _global = (session, ours, created)
+    return hook
+
+
+def uninstall_global(failed: bool = False) -> None:
+    """Take out what :func:`install_global` registered (not a hook the user put there).
+
+    Args:
+        failed: the enable that installed it failed: also drop a default session
+            install_global made, so that nothing of that enable is left.
+    """
+    global _global
+    with _global_lock:
+        state, _global = _global, None
+    if state is None:
+        return
+    session, ours, created = state
+    if ours is not None and _registered(events_of(session)) is ours:
+        uninstrument(session)
+    if failed and created:
+        import boto3
+
+        if boto3.DEFAULT_SESSION is session:
+            boto3.DEFAULT_SESSION = None
+
+
+__all__ = ["BotocoreHook", "THROTTLING_CODES", "install_global", "installed", "instrument",
+           "uninstall_global", "uninstrument"]

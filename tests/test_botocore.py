@@ -26,6 +26,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 import boto_prom
 from boto_prom import ConfigurationError, disable_metrics, enable_metrics
+from boto_prom import boto2 as boto2_adapter
 from boto_prom.botocore import (
     THROTTLING_CODES,
     BotocoreHook,
@@ -34,11 +35,10 @@ from boto_prom.botocore import (
     _on_before_send,
     _on_request_created,
     _on_response_received,
-    events_of,
-    registered_hook,
+    installed,
+    instrument,
 )
-from boto_prom.metrics import metrics_for
-from boto_prom.record import RequestRecord
+from boto_prom.metrics import EXEMPLAR_INTERVAL_SECONDS, metrics_for
 from boto_prom.recorder import Recorder
 from tests.conftest import HAS_BOTO2
 from tests.fault_server import closed_port
@@ -138,7 +138,7 @@ def test_ec2_calls_counted_with_exact_values(moto_url, registry):
     client.meta.events.register("before-send.ec2.DescribeInstances",
                                 lambda request, **kw: sent.append(len(request.body)))
     hook = enable_metrics(client, registry=registry, start_server=False)
-    assert isinstance(hook, boto_prom.BotocoreHook)
+    assert isinstance(hook, boto_prom.botocore.BotocoreHook)
     received = [int(client.describe_instances()["ResponseMetadata"]["HTTPHeaders"]
                     ["content-length"]) for _ in range(3)]
     labels = dict(EC2, action="DescribeInstances")
@@ -255,6 +255,78 @@ def test_sixteen_threads_on_one_client_count_exactly(moto_url, registry):
     assert value(registry, "boto_requests_in_flight", **EC2) == 0
 
 
+class _GatedServer:
+    """A loopback EC2 endpoint that holds every answer until ``gate`` is set, with a listen
+    backlog deep enough for a few hundred connections at once."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        gate = self.gate = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gate.wait(60)
+                body = b"<DescribeRegionsResponse><regionInfo/></DescribeRegionsResponse>"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_two_hundred_concurrent_calls_count_exactly(registry):
+    """200 threads with a call each under way at once show 200 in flight, then exact totals."""
+    server = _GatedServer()
+    client = make_client("ec2", server.url, max_pool_connections=200, read_timeout=60)
+    enable_metrics(client, registry=registry, start_server=False)
+    errors = []
+
+    def work():
+        try:
+            client.describe_regions()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work) for _ in range(200)]
+    try:
+        for t in pool:
+            t.start()
+        assert wait_for(lambda: value(registry, "boto_requests_in_flight", **EC2) == 200,
+                        timeout=30)
+    finally:
+        server.gate.set()
+        for t in pool:
+            t.join()
+        server.close()
+    assert not errors, errors[:1]
+    labels = dict(EC2, action="DescribeRegions")
+    assert value(registry, "boto_requests_total", status_code="200", **labels) == 200
+    assert value(registry, "boto_request_duration_seconds_count", **labels) == 200
+    assert value(registry, "boto_attempt_duration_seconds_count", **labels) == 200
+    assert registry.get_sample_value("boto_request_retries_total", labels) is None
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+    assert hook_errors(registry) == {}
+
+
 # --- the fault server: retries, exhaustion, no response ------------------------------------------
 
 def test_503_twice_then_200_is_one_request_of_three_attempts(fault_server, registry,
@@ -281,9 +353,7 @@ def test_older_botocore_hand_off_counts_the_same(fault_server, registry, no_back
     """Where prepared requests carry no context, request-created hands the call to before-send."""
     from boto_prom import botocore as adapter
 
-    monkeypatch.setattr(adapter, "_PREPARED_HAS_CONTEXT", False)
-    monkeypatch.setattr(adapter, "_FOLLOWERS", (
-        ("request-created", "register_last", adapter._on_request_created),) + adapter._FOLLOWERS)
+    monkeypatch.setattr(adapter, "_FOLLOWERS", adapter._followers(prepared_has_context=False))
     fault_server.script(("status", 503), ("status", 503), ("status", 200))
     client = make_client("ec2", fault_url(fault_server), max_attempts=3)
     sent = []
@@ -717,17 +787,15 @@ def test_failing_boto2_patch_leaves_the_default_session_uninstrumented(default_s
                                                                       monkeypatch, moto_url,
                                                                       registry):
     """When patching boto 2 fails after boto3 was instrumented, boto3 is put back too."""
-    from boto_prom import _global
-
-    def broken(owner):
+    def broken(recorder, settings):
         raise RuntimeError("boto 2 patch failed")
 
-    monkeypatch.setattr(_global, "_patch_boto2", broken)
+    monkeypatch.setattr(boto2_adapter, "install_global", broken)
     with pytest.raises(RuntimeError, match="boto 2 patch failed"):
         enable_metrics(registry=registry, start_server=False)
     assert boto3.DEFAULT_SESSION is None and disable_metrics() is False
     client = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION)
-    assert registered_hook(client.meta.events) is None
+    assert installed(client) is None
     client.describe_instances()
     assert value(registry, "boto_requests_total", action="DescribeInstances", status_code="200",
                  **EC2) == 0
@@ -737,19 +805,17 @@ def test_failed_global_enable_keeps_a_hook_enabled_on_the_default_session(defaul
                                                                           monkeypatch,
                                                                           registry):
     """A failing global enable does not take out a hook the user put on the default session."""
-    from boto_prom import _global
-
     boto3.setup_default_session()
     mine = enable_metrics(boto3.DEFAULT_SESSION, registry=registry, start_server=False)
-    monkeypatch.setattr(_global, "_patch_boto2", lambda owner: 1 / 0)
+    monkeypatch.setattr(boto2_adapter, "install_global", lambda recorder, settings: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         enable_metrics(registry=registry, start_server=False)
-    assert registered_hook(events_of(boto3.DEFAULT_SESSION)) is mine and mine.active
+    assert installed(boto3.DEFAULT_SESSION) is mine and mine.active
 
 
 def test_service_names_agree_between_sdks():
     """Each service boto 2 knows has, from its AWS host, the name botocore gives it."""
-    from boto_prom._naming import parse_host
+    from boto_prom.naming import parse_host
     from boto_prom.boto2 import _MODULE_SERVICE
 
     session = botocore.session.Session()
@@ -799,13 +865,13 @@ def test_no_exemplars_in_multiprocess_mode(tmp_path):
     code = """if True:
         from prometheus_client import CollectorRegistry
         from prometheus_client.openmetrics.exposition import generate_latest
-        from boto_prom.metrics import PrometheusMetrics
-        from boto_prom.record import RequestRecord
-        metrics = PrometheusMetrics(CollectorRegistry())
-        print(metrics.exemplars, metrics.wants_request_id)
-        metrics.record(RequestRecord("botocore", "ec2", "us-west-2", "DescribeRegions", "200",
-                                     0.01, 1, 1, None, False, "req-1", 0.0))
-        print("req-1" in generate_latest(metrics.registry).decode())
+        from boto_prom.metrics import metrics_for
+        from boto_prom.recorder import Recorder
+        recorder = Recorder(metrics_for(CollectorRegistry()))
+        print(recorder.metrics.exemplars, recorder.wants_request_id)
+        bound = recorder.bind("botocore", "ec2", "us-west-2", "DescribeRegions")
+        bound.record("200", 0.01, 1, 1, None, False, "req-1", 1)
+        print("req-1" in generate_latest(recorder.registry).decode())
     """
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -815,42 +881,39 @@ def test_no_exemplars_in_multiprocess_mode(tmp_path):
 
 def test_too_long_request_id_gets_no_exemplar_but_is_counted(registry):
     """A request id past the exemplar length limit is left out; the call is still observed."""
-    metrics = metrics_for(registry)
-    metrics.record(_record(request_id="r" * 115))
-    metrics.record(_record(request_id="s" * 114))
+    bound = _bound(registry)
+    _record(bound, request_id="r" * 115)
+    _record(bound, request_id="s" * 114)
     text = openmetrics_latest(registry).decode()
     assert "r" * 115 not in text and "s" * 114 in text
     assert value(registry, "boto_request_duration_seconds_count", action="DescribeRegions",
                  **EC2) == 2
 
 
-def test_one_exemplar_per_bucket_per_interval(registry, monkeypatch):
+def test_one_exemplar_per_bucket_per_interval(registry):
     """Within a second a bucket keeps its first request id; after it, the next one replaces it."""
-    from boto_prom import metrics as metrics_module
-
-    now = [100.0]
-    monkeypatch.setattr(metrics_module, "_monotonic", lambda: now[0])
-    metrics = metrics_for(registry)
-    metrics.record(_record(request_id="first-id"))
-    metrics.record(_record(request_id="second-id"))
-    metrics.record(_record(request_id="slow-id", duration_seconds=3.0))
+    bound = _bound(registry)
+    _record(bound, request_id="first-id")
+    _record(bound, request_id="second-id")
+    _record(bound, request_id="slow-id", duration=3.0)
     text = openmetrics_latest(registry).decode()
     assert "first-id" in text and "second-id" not in text and "slow-id" in text
-    now[0] += metrics_module.EXEMPLAR_INTERVAL_SECONDS
-    metrics.record(_record(request_id="third-id"))
+    time.sleep(EXEMPLAR_INTERVAL_SECONDS + 0.05)
+    _record(bound, request_id="third-id")
     text = openmetrics_latest(registry).decode()
     assert "third-id" in text and "first-id" not in text
     assert value(registry, "boto_request_duration_seconds_count", action="DescribeRegions",
                  **EC2) == 4
 
 
-def _record(request_id=None, **overrides):
-    fields = dict(sdk="botocore", aws_service="ec2", aws_region=REGION, action="DescribeRegions",
-                  status_code="200", duration_seconds=0.01, request_bytes=10, response_bytes=20,
-                  error_type=None, throttled=False, request_id=request_id,
-                  timestamp=time.time())
-    fields.update(overrides)
-    return RequestRecord(**fields)
+def _bound(registry):
+    """The bound label set a botocore DescribeRegions call in us-west-2 is recorded with."""
+    return Recorder(metrics_for(registry)).bind("botocore", "ec2", REGION, "DescribeRegions")
+
+
+def _record(bound, request_id=None, duration=0.01):
+    """One successful call of one attempt, recorded as the botocore adapter records it."""
+    bound.record("200", duration, 10, 20, None, False, request_id, 1)
 
 
 # --- the guard: malformed input, failing sinks ----------------------------------------------------
@@ -934,18 +997,14 @@ def test_malformed_responses_are_recorded_as_far_as_they_can_be(http, parsed, st
 
 def test_failing_sink_does_not_break_the_call(fault_server, registry):
     """A sink that raises is counted under its stage; the AWS call returns normally."""
-    client = make_client("ec2", fault_url(fault_server))
-    hook = enable_metrics(client, registry=registry, start_server=False)
-
     class Exploding:
-        stage = "explode"
-
         def record(self, rec):
             raise RuntimeError("disk on fire")
 
-    hook.recorder.sinks = hook.recorder.sinks + (Exploding(),)
+    client = make_client("ec2", fault_url(fault_server))
+    instrument(client, Recorder(metrics_for(registry), csv=Exploding()), None)
     assert client.describe_regions()["Regions"] == []
-    assert value(registry, "boto_prom_hook_errors_total", stage="explode") == 1
+    assert value(registry, "boto_prom_hook_errors_total", stage="csv") == 1
     assert value(registry, "boto_requests_total", action="DescribeRegions", status_code="200",
                  **EC2) == 1
 
@@ -1021,11 +1080,19 @@ def test_interrupted_call_leaves_the_in_flight_gauge(fault_server, registry):
 def test_a_client_per_call_keeps_one_cache_entry(moto_url, registry):
     """Clients made one per call from an enabled session share one bound label set, so their
     models are not kept alive by the hook."""
+    import gc
+    import weakref
+
     session = boto3.session.Session()
-    hook = enable_metrics(session, registry=registry, start_server=False)
+    enable_metrics(session, registry=registry, start_server=False)
+    models = []
     for _ in range(5):
-        make_client("ec2", moto_url, session=session).describe_regions()
-    assert len(hook._bound) == 1
+        client = make_client("ec2", moto_url, session=session)
+        client.describe_regions()
+        models.append(weakref.ref(client.meta.service_model.operation_model("DescribeRegions")))
+        del client
+    gc.collect()
+    assert [ref() for ref in models] == [None] * 5
     assert value(registry, "boto_requests_total", action="DescribeRegions",
                  status_code="200", **EC2) == 5
 
@@ -1051,6 +1118,7 @@ def test_global_disable_keeps_a_later_wrapper_and_allows_re_enabling(default_ses
 
     from boto.connection import AWSAuthConnection
 
+    original = AWSAuthConnection.__init__
     enable_metrics(registry=registry, start_server=False)
     conn = aws.ec2()
     ours = AWSAuthConnection.__init__
@@ -1068,7 +1136,7 @@ def test_global_disable_keeps_a_later_wrapper_and_allows_re_enabling(default_ses
         aws.ec2()
         assert seen == ["EC2Connection"]
     finally:
-        AWSAuthConnection.__init__ = ours._boto_prom_original
+        AWSAuthConnection.__init__ = original
     hook = enable_metrics(conn, registry=registry, start_server=False)
     assert hook.active and hook is conn.request_hook
     conn.get_all_regions()
