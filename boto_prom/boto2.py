@@ -59,6 +59,10 @@ class _Dropped:
     def record(self, *values: Any) -> None:
         """Record nothing."""
 
+    def exemplar_due(self, duration: float) -> bool:
+        """Never: nothing is recorded."""
+        return False
+
 
 _DROPPED = _Dropped()
 
@@ -161,7 +165,9 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         self.server: Any = None
         self.settings: Any = None
         self._guard = recorder.guard
-        self._wants_request_id = recorder.wants_request_id
+        # Reading the request id costs header lookups: for every call only when a sink keeps
+        # them all, else only when the call would leave an exemplar.
+        self._every_request_id = recorder.every_request_id
         # (host, Action param, X-Amz-Target header) -> the bound, or _DROPPED.
         self._bounds: Dict[Tuple[Any, Any, Any], Any] = {}
 
@@ -181,7 +187,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             # boto stamps start_time with naive local time: a clock step (NTP, DST on a
             # badly-set host) can make the difference negative, so clamp at zero.
             duration = max((datetime.now() - request.start_time).total_seconds(), 0.0)
-            if self._wants_request_id:
+            if self._every_request_id or bound.exemplar_due(duration):
                 # Only Query and JSON APIs reach this lane, and they answer with
                 # x-amzn-RequestId (S3's x-amz-request-id is read in the careful lane): ask for
                 # it first, since each miss scans every header.
@@ -206,7 +212,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             bound = self._bind(request)
             if bound is None:
                 return
-            values = self._values(request, response, error)
+            values = self._values(request, response, error, bound)
         except Exception:
             self._guard.failed("record")
             return
@@ -244,7 +250,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             self._bounds[key] = _DROPPED if bound is None else bound
         return bound
 
-    def _values(self, request: Any, response: Any, error: bool) -> Tuple[Any, ...]:
+    def _values(self, request: Any, response: Any, error: bool, bound: Any) -> Tuple[Any, ...]:
         """The arguments of ``bound.record`` for one call, each read defensively."""
         duration = self._duration(request)
         request_bytes = self._request_bytes(request)
@@ -264,7 +270,7 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             response_bytes = 0
         else:
             response_bytes = self._response_bytes(response)
-        if self._wants_request_id:
+        if self._every_request_id or (duration is not None and bound.exemplar_due(duration)):
             request_id = _request_id(response, self._guard)
         return (status_code, duration, request_bytes, response_bytes, error_type, throttled,
                 request_id)

@@ -69,7 +69,7 @@ class Bound:
 
     __slots__ = ("labels", "folded", "duration", "request_size", "response_size", "throttled",
                  "requests", "errors", "retries", "exhausted", "attempt", "in_flight",
-                 "exemplar_due", "_metrics")
+                 "_exemplar_at", "_metrics")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str],
                  folded: bool) -> None:
@@ -91,7 +91,7 @@ class Bound:
         self.attempt: Optional[object] = None
         self.in_flight: Optional[object] = None
         # Per duration bucket (+Inf last): when it may next take an exemplar.
-        self.exemplar_due: List[float] = [0.0] * (len(metrics.duration_buckets) + 1)
+        self._exemplar_at: List[float] = [0.0] * (len(metrics.duration_buckets) + 1)
 
     def follow_attempts(self) -> "Bound":
         """Bind the per-attempt children too (botocore sees attempts; boto 2 does not)."""
@@ -154,6 +154,13 @@ class Bound:
                                       error_type)
             counter.inc()  # type: ignore[attr-defined]
 
+    def exemplar_due(self, duration: float) -> bool:
+        """True when a call of this duration would leave an exemplar: an adapter for which
+        reading the request id costs header lookups reads it only then (or for the CSV file)."""
+        metrics = self._metrics
+        return metrics.exemplars and _monotonic() >= self._exemplar_at[
+            bisect_left(metrics.duration_buckets, duration)]
+
     def _observe_with_exemplar(self, duration: float, request_id: str) -> None:
         # A bucket keeps only its latest exemplar until the next scrape: one per bucket per
         # interval is all a scrape can see, so the rest are observed without one.
@@ -162,8 +169,8 @@ class Bound:
             return
         bucket = bisect_left(self._metrics.duration_buckets, duration)
         now = _monotonic()
-        if now >= self.exemplar_due[bucket]:
-            self.exemplar_due[bucket] = now + EXEMPLAR_INTERVAL_SECONDS
+        if now >= self._exemplar_at[bucket]:
+            self._exemplar_at[bucket] = now + EXEMPLAR_INTERVAL_SECONDS
             self.duration.observe(duration, {EXEMPLAR_LABEL: request_id})  # type: ignore
         else:
             self.duration.observe(duration)  # type: ignore[attr-defined]

@@ -39,8 +39,10 @@ class Recorder:
         self.guard = Guard(metrics.hook_errors)
         self._allowed = allowed_services
         self._ignored = ignored_actions
-        # Reading the request id costs header lookups on every call: only when a sink uses it.
-        self.wants_request_id = metrics.exemplars or getattr(csv, "wants_request_id", False)
+        # A sink that keeps every call's request id (the CSV file's csv format); else only an
+        # exemplar uses one (see Bound.exemplar_due).
+        self.every_request_id = bool(getattr(csv, "wants_request_id", False))
+        self.wants_request_id = metrics.exemplars or self.every_request_id
 
     def bind(self, sdk: str, aws_service: str, aws_region: str, action: str) -> Any:
         """What records the calls of one label set, or None when the filters drop them.
@@ -73,7 +75,8 @@ class _WithCsv:
     no such limit.
     """
 
-    __slots__ = ("bound", "labels", "attempt", "in_flight", "_csv", "_guard", "_head")
+    __slots__ = ("bound", "labels", "attempt", "in_flight", "exemplar_due", "_csv", "_guard",
+                 "_head")
 
     def __init__(self, bound: Bound, csv: Any, guard: Guard,
                  head: Tuple[str, str, str, str]) -> None:
@@ -81,6 +84,7 @@ class _WithCsv:
         self.labels = bound.labels
         self.attempt = bound.attempt
         self.in_flight = bound.in_flight
+        self.exemplar_due = bound.exemplar_due
         self._csv = csv
         self._guard = guard
         self._head = head
