@@ -23,7 +23,8 @@ import weakref
 from datetime import datetime
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from .naming import boto2_action, is_region, parse_host, safe_name, safe_request_id
+from .naming import (BOTO2_MODULE_SERVICES, boto2_action, is_region, parse_host, safe_name,
+                     safe_request_id)
 from .record import NO_RESPONSE, UNKNOWN
 
 try:
@@ -66,20 +67,6 @@ class _Dropped:
 
 _DROPPED = _Dropped()
 
-# boto 2 module -> service, for connections to a host that does not name its service (a
-# loopback test server, a VPC endpoint, a proxy).
-_MODULE_SERVICE = {
-    "boto.ec2": "ec2", "boto.s3": "s3", "boto.dynamodb2": "dynamodb", "boto.dynamodb": "dynamodb",
-    "boto.iam": "iam", "boto.sqs": "sqs", "boto.sns": "sns", "boto.sts": "sts",
-    "boto.kinesis": "kinesis", "boto.logs": "logs", "boto.ec2.elb": "elb",
-    "boto.ec2.cloudwatch": "cloudwatch", "boto.ec2.autoscale": "autoscaling",
-    "boto.rds": "rds", "boto.rds2": "rds", "boto.route53": "route53", "boto.ses": "ses",
-    "boto.glacier": "glacier", "boto.cloudformation": "cloudformation",
-    "boto.cloudfront": "cloudfront", "boto.kms": "kms", "boto.emr": "emr",
-    "boto.elasticache": "elasticache", "boto.awslambda": "lambda", "boto.swf": "swf",
-}
-
-
 def connection_service(conn: Any) -> str:
     """The short service name of a boto 2 connection, or ``"unknown"``."""
     name = safe_name(getattr(conn, "auth_service_name", None))
@@ -90,8 +77,8 @@ def connection_service(conn: Any) -> str:
         return service
     module = type(conn).__module__ or ""
     while module:
-        if module in _MODULE_SERVICE:
-            return _MODULE_SERVICE[module]
+        if module in BOTO2_MODULE_SERVICES:
+            return BOTO2_MODULE_SERVICES[module]
         module = module.rpartition(".")[0]
     return UNKNOWN
 

@@ -29,6 +29,19 @@ _ENDPOINT_TO_SERVICE = {
 # Services with one global endpoint (no region in the host); AWS signs them for us-east-1.
 _GLOBAL_SERVICES = frozenset({"iam", "sts", "route53", "cloudfront", "s3", "sqs", "importexport"})
 
+# boto 2 module -> service, for connections to a host that does not name its service (a
+# loopback test server, a VPC endpoint, a proxy).
+BOTO2_MODULE_SERVICES = {
+    "boto.ec2": "ec2", "boto.s3": "s3", "boto.dynamodb2": "dynamodb", "boto.dynamodb": "dynamodb",
+    "boto.iam": "iam", "boto.sqs": "sqs", "boto.sns": "sns", "boto.sts": "sts",
+    "boto.kinesis": "kinesis", "boto.logs": "logs", "boto.ec2.elb": "elb",
+    "boto.ec2.cloudwatch": "cloudwatch", "boto.ec2.autoscale": "autoscaling",
+    "boto.rds": "rds", "boto.rds2": "rds", "boto.route53": "route53", "boto.ses": "ses",
+    "boto.glacier": "glacier", "boto.cloudformation": "cloudformation",
+    "boto.cloudfront": "cloudfront", "boto.kms": "kms", "boto.emr": "emr",
+    "boto.elasticache": "elasticache", "boto.awslambda": "lambda", "boto.swf": "swf",
+}
+
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9+/=_-]{1,128}$")

@@ -815,11 +815,10 @@ def test_failed_global_enable_keeps_a_hook_enabled_on_the_default_session(defaul
 
 def test_service_names_agree_between_sdks():
     """Each service boto 2 knows has, from its AWS host, the name botocore gives it."""
-    from boto_prom.naming import parse_host
-    from boto_prom.boto2 import _MODULE_SERVICE
+    from boto_prom.naming import BOTO2_MODULE_SERVICES, parse_host
 
     session = botocore.session.Session()
-    for name in sorted(set(_MODULE_SERVICE.values())):
+    for name in sorted(set(BOTO2_MODULE_SERVICES.values())):
         model = session.get_service_model(name)
         assert model.service_name == name
         assert parse_host(f"{model.endpoint_prefix}.{REGION}.amazonaws.com")[0] == name, name
