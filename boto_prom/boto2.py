@@ -25,7 +25,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .naming import (BOTO2_MODULE_SERVICES, boto2_action, is_region, parse_host, safe_name,
                      safe_request_id)
+from .metrics import metrics_for
 from .record import NO_RESPONSE, UNKNOWN
+from .recorder import Recorder
+from .settings import check_buckets, check_registry
 
 try:
     from boto.utils import RequestHook as _RequestHook
@@ -138,10 +141,6 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         recorder: Any = None,
     ) -> None:
         if recorder is None:
-            from .metrics import metrics_for
-            from .recorder import Recorder
-            from .settings import check_buckets, check_registry
-
             checked = None if buckets is None else check_buckets(buckets, "buckets")
             recorder = Recorder(metrics_for(check_registry(registry), checked))
         self.recorder = recorder

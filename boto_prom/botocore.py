@@ -242,29 +242,19 @@ def _on_before_send(request: Any = None, **kwargs: Any) -> None:
     # Returns None, always: a value would stand in for the HTTP response.
     context = getattr(request, "context", None)
     call = context.get(_KEY) if type(context) is dict else None
-    if call is None:
-        return
-    try:  # _start_attempt, inlined: this runs on every attempt of every call
-        if not call.attempts:
-            call.bound.in_flight.inc()
-            body = request.body
-            # A query-protocol body is url-encoded text: ASCII, so its length is its size.
-            if type(body) is bytes or (type(body) is str and body.isascii()):
-                call.request_bytes = len(body)
-            else:
-                call.request_bytes = _request_bytes(request, call.hook.guard)
-        call.attempts += 1
-        call.attempt_start = _clock()
-    except Exception:
-        call.hook.guard.failed("before_send")
+    if call is not None:
+        _start_attempt(call, request)
 
 
 def _start_attempt(call: _Call, request: Any) -> None:
     try:
-        if not call.attempts:
+        if call.attempts:
+            call.attempts += 1
+        else:
+            # attempts > 0 and the gauge go together: set at once, before anything can fail.
             call.bound.in_flight.inc()
+            call.attempts = 1
             call.request_bytes = _request_bytes(request, call.hook.guard)
-        call.attempts += 1
         call.attempt_start = _clock()
     except Exception:
         call.hook.guard.failed("before_send")
@@ -373,8 +363,12 @@ def _request_bytes(request: Any, guard: Any) -> Optional[int]:
     # A query-protocol body is url-encoded text: ASCII, so its length is its size in bytes.
     if isinstance(body, (bytes, bytearray)) or (type(body) is str and body.isascii()):
         return len(body)
-    # A stream: trust its header.
-    return guard.size(request.headers.get("Content-Length"), "request_size")
+    try:  # a stream: trust its header
+        length = request.headers.get("Content-Length")
+    except Exception:
+        guard.failed("request_size")
+        return None
+    return guard.size(length, "request_size")
 
 
 # --- instrumenting and uninstrumenting a client or session ------------------------------------
@@ -510,6 +504,8 @@ def install_global(recorder: Any, settings: Any) -> Optional[BotocoreHook]:
             ours = None
             if hook is None:
                 hook = ours = instrument(session, recorder, settings)
+            else:
+                settings.check_same(hook)  # the user's hook, if it records as asked
         except BaseException as exc:
             if created:
                 boto3.DEFAULT_SESSION = None  # made for this enable: not left behind

@@ -15,6 +15,11 @@ import threading
 from contextlib import ExitStack
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
+from .csvlog import CsvSink, csv_metrics_for, csv_writer_for, get_csv_writer
+from .exposition import get_server, serve, stop_server
+from .metrics import metrics_for
+from .push import pending_exit_push, push_at_exit
+from .recorder import Recorder
 from .settings import ConfigurationError, Settings, resolve
 
 log = logging.getLogger("boto_prom")
@@ -66,6 +71,7 @@ class _Adapter(NamedTuple):
     installed: Callable[[Any], Any]  # target -> the active hook of ours on it, or None
     install: Callable[[Any, Any, Settings], Any]  # (target, recorder, settings) -> hook
     uninstall: Callable[[Any], bool]  # target -> True when metrics were on
+    undo: Callable[[Any], Any]  # target -> None: take out what a failed enable installed
 
 
 # The global mode's one hook for the process. Enabling and disabling hold the lock (re-entered
@@ -101,7 +107,7 @@ def _global_install(target: Any, recorder: Any, settings: Settings) -> GlobalHoo
     return hook
 
 
-def _global_uninstall(target: Any) -> bool:
+def _global_uninstall(target: Any, failed: bool = False) -> bool:
     from . import boto2
 
     global _global
@@ -113,10 +119,15 @@ def _global_uninstall(target: Any) -> bool:
     if hook.botocore is not None:
         from . import botocore
 
-        botocore.uninstall_global()
+        # failed: the enable that installed it failed, so a default session it made goes too.
+        botocore.uninstall_global(failed=failed)
     if hook.boto2:
         boto2.uninstall_global()
     return True
+
+
+def _global_undo(target: Any) -> None:
+    _global_uninstall(target, failed=True)
 
 
 def _module_imports(name: str) -> bool:
@@ -132,12 +143,13 @@ def _adapter(kind: str) -> _Adapter:
     if kind == "boto2":
         from . import boto2
 
-        return _Adapter(boto2.installed, boto2.install, boto2.uninstall)
+        return _Adapter(boto2.installed, boto2.install, boto2.uninstall, boto2.uninstall)
     if kind == "global":
-        return _Adapter(_global_installed, _global_install, _global_uninstall)
+        return _Adapter(_global_installed, _global_install, _global_uninstall, _global_undo)
     from . import botocore
 
-    return _Adapter(botocore.installed, botocore.instrument, botocore.uninstrument)
+    return _Adapter(botocore.installed, botocore.instrument, botocore.uninstrument,
+                    botocore.uninstrument)
 
 
 def enable_metrics(
@@ -241,33 +253,21 @@ def enable_metrics(
 
 
 def _same_hook(hook: Any, settings: Settings) -> Any:
-    """The hook already on a target, when settings record the way it does."""
-    earlier = getattr(hook, "settings", None)
-    conflict = None if earlier is None else settings.conflict(earlier)
-    if conflict is None and earlier is None and settings.registry is not hook.registry:
-        conflict = "another registry"
-    if conflict is not None:
-        raise ConfigurationError(
-            f"metrics are already enabled on this target with {conflict}; call "
-            "boto_prom.disable_metrics() on it first to enable it with other settings.")
-    if settings.server is not None and getattr(hook, "server", None) is None:
-        from .exposition import serve
-
-        hook.server = serve(settings.server, settings.registry)
+    """The hook already on a target, when settings record the way it does (and the server
+    they ask for is the one running)."""
+    settings.check_same(hook)
+    if settings.server is not None:
+        server = serve(settings.server, settings.registry)
+        if getattr(hook, "server", None) is None:
+            hook.server = server
     return hook
 
 
 def _enable(target: Any, adapter: _Adapter, settings: Settings) -> Any:
-    from .csvlog import CsvSink, csv_metrics_for, csv_writer_for, get_csv_writer
-    from .metrics import metrics_for
-    from .recorder import Recorder
-
     registry = settings.registry
     with ExitStack() as undo:
         server = None
         if settings.server is not None:
-            from .exposition import get_server, serve, stop_server
-
             running = get_server()
             server = serve(settings.server, registry)
             if server is not running:
@@ -282,10 +282,8 @@ def _enable(target: Any, adapter: _Adapter, settings: Settings) -> Any:
             csv = CsvSink(writer, csv_metrics_for(registry))
         recorder = Recorder(metrics, csv, settings.allowed_services, settings.ignored_actions)
         hook = adapter.install(target, recorder, settings)
-        undo.callback(adapter.uninstall, target)
+        undo.callback(adapter.undo, target)
         if settings.push is not None:
-            from .push import pending_exit_push, push_at_exit
-
             arranged = pending_exit_push()
             exit_push = push_at_exit(settings.push, registry)
             if exit_push is not arranged:

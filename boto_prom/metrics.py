@@ -177,12 +177,10 @@ class Bound:
 
 
 class PrometheusMetrics:
-    """The metric contract in one registry, and the sink that records into it.
+    """The metric contract in one registry, and the bound label sets that record into it.
 
     Build it with :func:`metrics_for`, which returns the one instance a registry has.
     """
-
-    stage = "metrics"
 
     def __init__(
         self,

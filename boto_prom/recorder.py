@@ -42,7 +42,6 @@ class Recorder:
         # A sink that keeps every call's request id (the CSV file's csv format); else only an
         # exemplar uses one (see Bound.exemplar_due).
         self.every_request_id = bool(getattr(csv, "wants_request_id", False))
-        self.wants_request_id = metrics.exemplars or self.every_request_id
 
     def bind(self, sdk: str, aws_service: str, aws_region: str, action: str) -> Any:
         """What records the calls of one label set, or None when the filters drop them.

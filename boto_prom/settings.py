@@ -148,24 +148,45 @@ class Settings:
     def conflict(self, earlier: "Settings") -> Optional[str]:
         """What makes these settings record differently from earlier's, or None.
 
-        A setting left unset (None) here agrees with whatever earlier chose.
+        A setting left unset here (None, or no ignored actions) agrees with whatever earlier
+        chose; the registry and the CSV file always count (unset, they mean the global
+        registry and no file).
         """
         if self.registry is not earlier.registry:
             return "another registry"
-        if (self.csv is None) != (earlier.csv is None) or (
-                self.csv is not None and earlier.csv is not None
-                and self.csv.path != earlier.csv.path):
+        if (self.csv is None) != (earlier.csv is None):
             return "another CSV file"
-        if self.buckets is not None and self.buckets != earlier.buckets:
-            return "other buckets"
-        if (self.allowed_services, self.ignored_actions) != (earlier.allowed_services,
-                                                            earlier.ignored_actions):
-            return "other allowed_services or ignored_actions"
-        for name in ("aws_service", "aws_region", "max_label_sets"):
+        if self.csv is not None and earlier.csv is not None:
+            if self.csv.path != earlier.csv.path:
+                return "another CSV file"
+            for name in ("format", "max_bytes", "backups"):
+                value = getattr(self.csv, name)
+                if value is not None and value != getattr(earlier.csv, name):
+                    return f"another csv_{name}"
+        if self.ignored_actions and self.ignored_actions != earlier.ignored_actions:
+            return "other ignored_actions"
+        for name in ("buckets", "allowed_services", "aws_service", "aws_region",
+                     "max_label_sets"):
             value = getattr(self, name)
             if value is not None and value != getattr(earlier, name):
-                return f"another {name}"
+                return f"other {name}"
         return None
+
+    def check_same(self, hook: Any) -> None:
+        """Raise unless a hook already on the target records the way these settings ask.
+
+        Raises:
+            ConfigurationError: saying to disable the target first.
+        """
+        earlier = getattr(hook, "settings", None)
+        if earlier is not None:
+            conflict = self.conflict(earlier)
+        else:  # a hook built by hand: only its registry is known
+            conflict = None if self.registry is hook.registry else "another registry"
+        if conflict is not None:
+            raise ConfigurationError(
+                f"metrics are already enabled on this target with {conflict}; call "
+                "boto_prom.disable_metrics() on it first to enable it with other settings.")
 
 
 # --- the entry points -------------------------------------------------------------------------
@@ -353,7 +374,7 @@ def check_buckets(buckets: object, what: str) -> Tuple[float, ...]:
     """Buckets as a tuple of finite floats (+Inf dropped), or a ConfigurationError."""
     try:
         values = tuple(float(b) for b in buckets)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigurationError(
             f"{what} must be a list of numbers in increasing order, not {buckets!r}.") from None
     finite = [b for b in values if not math.isinf(b)]
@@ -434,6 +455,10 @@ def _check_writable(real: str) -> None:
         st = os.stat(real)
     except FileNotFoundError:
         st = None
+    except OSError as exc:  # a name too long, a loop of links, a directory we may not enter
+        raise ConfigurationError(
+            f"csv_path {real} cannot be written ({(exc.strerror or str(exc)).lower()}); pass "
+            "a csv_path in a directory this process may write to.") from None
     if st is None:
         # Created and taken out again: a later step of the enable may still fail, and a
         # failed enable leaves nothing behind. (access() is no answer: it says yes for /sys.)

@@ -813,6 +813,73 @@ def test_failed_global_enable_keeps_a_hook_enabled_on_the_default_session(defaul
     assert installed(boto3.DEFAULT_SESSION) is mine and mine.active
 
 
+def test_failed_global_enable_drops_the_default_session_it_made(default_session, monkeypatch,
+                                                               registry):
+    """A global enable that fails at its last step (a push of another registry already
+    arranged) drops the default session it made, as a failure at any earlier step does."""
+    from prometheus_client import CollectorRegistry
+
+    from boto_prom.push import pending_exit_push
+
+    monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9")
+    client = boto3.session.Session().client("sqs", region_name=REGION, **CREDS)
+    enable_metrics(client, registry=registry, start_server=False)
+    try:
+        with pytest.raises(ConfigurationError, match="pushes one registry"):
+            enable_metrics(registry=CollectorRegistry(), start_server=False)
+        assert boto3.DEFAULT_SESSION is None and disable_metrics() is False
+    finally:
+        disable_metrics(client)
+        pending_exit_push().cancel()
+
+
+def test_global_enable_refuses_a_default_session_recording_elsewhere(default_session,
+                                                                    registry):
+    """When the user's hook on the default session records into another registry, a global
+    enable says to disable it first, rather than leaving boto3 calls in that registry."""
+    from prometheus_client import CollectorRegistry
+
+    boto3.setup_default_session()
+    mine = enable_metrics(boto3.DEFAULT_SESSION, registry=registry, start_server=False)
+    with pytest.raises(ConfigurationError, match="disable_metrics"):
+        enable_metrics(registry=CollectorRegistry(), start_server=False)
+    assert installed(boto3.DEFAULT_SESSION) is mine and mine.active
+    assert disable_metrics() is False
+    everything = enable_metrics(registry=registry, start_server=False)
+    assert everything.botocore is mine
+
+
+def test_a_body_that_cannot_be_measured_still_counts_the_call(registry):
+    """A before-send whose request body and headers cannot be read is counted at stage
+    request_size; the call is still counted and leaves the in-flight gauge."""
+    from botocore.model import ServiceModel
+
+    model = ServiceModel({"metadata": {"endpointPrefix": "ec2", "protocol": "ec2"},
+                          "operations": {"DescribeRegions": {"name": "DescribeRegions"}},
+                          "shapes": {}}, "ec2").operation_model("DescribeRegions")
+    hook = BotocoreHook(Recorder(metrics_for(registry)))
+    context = {"client_region": REGION}
+    hook.before_call(model=model, context=context)
+
+    class Request:
+        body, headers = "h\u00e9llo", None  # a text body not ASCII, headers unreadable
+
+    request = Request()
+    request.context = context
+
+    class Http:
+        status_code = 200
+        headers = {"content-length": "2"}
+
+    _on_before_send(request=request)
+    _on_after_call(http_response=Http(), parsed={"ResponseMetadata": {"HTTPHeaders": {}}},
+                   context=context)
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+    assert value(registry, "boto_requests_total", action="DescribeRegions", status_code="200",
+                 **EC2) == 1
+    assert value(registry, "boto_prom_hook_errors_total", stage="request_size") == 1
+
+
 def test_service_names_agree_between_sdks():
     """Each service boto 2 knows has, from its AWS host, the name botocore gives it."""
     from boto_prom.naming import BOTO2_MODULE_SERVICES, parse_host
@@ -867,8 +934,8 @@ def test_no_exemplars_in_multiprocess_mode(tmp_path):
         from boto_prom.metrics import metrics_for
         from boto_prom.recorder import Recorder
         recorder = Recorder(metrics_for(CollectorRegistry()))
-        print(recorder.metrics.exemplars, recorder.wants_request_id)
         bound = recorder.bind("botocore", "ec2", "us-west-2", "DescribeRegions")
+        print(recorder.metrics.exemplars, bound.exemplar_due(0.01))
         bound.record("200", 0.01, 1, 1, None, False, "req-1", 1)
         print("req-1" in generate_latest(recorder.registry).decode())
     """

@@ -206,6 +206,34 @@ def test_reenabling_with_other_settings_says_to_disable_first(client, registry, 
     assert boto_prom.get_csv_writer(str(tmp_path / "calls.csv")) is None
 
 
+def test_reenabling_with_another_csv_option_or_port_says_so(client, registry, tmp_path):
+    """Re-enabling with the same CSV file but another csv_format, or asking for another port,
+    is one sentence, not the first hook silently kept with the old settings."""
+    path = str(tmp_path / "calls.csv")
+    hook = boto_prom.enable_metrics(client, registry=registry, port=0, csv_path=path)
+    try:
+        with pytest.raises(ConfigurationError, match="another csv_format"):
+            boto_prom.enable_metrics(client, registry=registry, csv_path=path,
+                                     csv_format="requestlog")
+        other = hook.server.port + 1 if hook.server.port < 65535 else hook.server.port - 1
+        with pytest.raises(ConfigurationError, match="already runs on port"):
+            boto_prom.enable_metrics(client, registry=registry, csv_path=path, port=other)
+        assert boto_prom.enable_metrics(client, registry=registry, csv_path=path) is hook
+    finally:
+        boto_prom.disable_metrics(client)
+        boto_prom.get_csv_writer(path).close()
+
+
+def test_reenabling_with_filters_left_unset_returns_the_same_hook(client, registry):
+    """A setting left unset on the second call agrees with the first call's."""
+    hook = boto_prom.enable_metrics(client, registry=registry, start_server=False,
+                                    allowed_services=["sqs"], ignored_actions=["ListQueues"])
+    assert boto_prom.enable_metrics(client, registry=registry, start_server=False) is hook
+    with pytest.raises(ConfigurationError, match="other allowed_services"):
+        boto_prom.enable_metrics(client, registry=registry, start_server=False,
+                                 allowed_services=["s3"])
+
+
 def test_reenabling_with_a_push_set_keeps_the_first_hook(client, registry, monkeypatch):
     """With BOTO_PROM_PUSHGATEWAY set, re-enabling with another registry raises one sentence
     and leaves the first hook on and active."""

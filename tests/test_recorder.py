@@ -93,7 +93,7 @@ def test_a_csv_wrapped_bound_records_the_metrics_and_one_record(registry):
     """With a CSV sink the bound records the metrics and hands the sink one immutable record."""
     keep = _Keep()
     recorder = Recorder(metrics_for(registry), csv=keep)
-    assert recorder.wants_request_id
+    assert recorder.every_request_id
     bound = recorder.bind("boto2", *EC2)
     assert bound.labels == EC2 and bound.attempt is None and bound.in_flight is None
     assert recorder.bind("boto2", *EC2).bound is bound.bound is recorder.metrics.bound(EC2)

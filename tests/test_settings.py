@@ -161,6 +161,19 @@ def test_nul_byte_in_a_path_is_a_configuration_error(kwargs):
     assert f"{next(iter(kwargs))} must be a file path" in str(raised.value)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"csv_path": "/tmp/" + "a" * 300 + "/calls.csv"}, "directory of csv_path"),
+    ({"csv_path": "/tmp/" + "a" * 300}, "csv_path .* cannot be written"),
+    ({"buckets": [1, 10**400]}, "buckets must be a list of numbers"),
+])
+def test_paths_and_numbers_the_os_refuses_are_one_sentence(kwargs, match):
+    """A csv_path the OS refuses to even look at (a name too long) and a bucket too large for
+    a float are ConfigurationErrors, not OSError or OverflowError tracebacks."""
+    with pytest.raises(ConfigurationError, match=match) as raised:
+        settings.resolve(start_server=False, **kwargs)
+    assert one_sentence(raised.value) and raised.value.__cause__ is None
+
+
 # --- the objects ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("frozen, field", [
@@ -245,9 +258,14 @@ def test_cap_from_environment_and_conflicting_caps(aws, registry, monkeypatch):
     ({"BOTO_PROM_PUSH_GROUPING_KEY": "job=x"}, "other than 'job'"),
 ])
 def test_bad_push_variables_are_refused_without_side_effects(monkeypatch, registry, env, match):
-    """resolve() raises one sentence for each bad push variable and arranges nothing."""
+    """resolve() raises one sentence for each bad push variable and arranges nothing (no push
+    pending, no exit handler registered)."""
+    import atexit
+
     from boto_prom import push
 
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda *args: registered.append(args))
     monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9091")
     for name, val in env.items():
         monkeypatch.setenv(name, val)
@@ -255,7 +273,7 @@ def test_bad_push_variables_are_refused_without_side_effects(monkeypatch, regist
         settings.resolve(registry=registry, start_server=False)
     assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
     assert str(raised.value).count(". ") == 0 and str(raised.value).endswith(".")
-    assert push.pending_exit_push() is None
+    assert push.pending_exit_push() is None and registered == []
 
 
 def test_push_variables_are_returned_as_settings(monkeypatch, registry):
