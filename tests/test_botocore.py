@@ -849,9 +849,9 @@ def test_global_enable_refuses_a_default_session_recording_elsewhere(default_ses
     assert everything.botocore is mine
 
 
-def test_a_body_that_cannot_be_measured_still_counts_the_call(registry):
-    """A before-send whose request body and headers cannot be read is counted at stage
-    request_size; the call is still counted and leaves the in-flight gauge."""
+def _started_call(registry):
+    """A hook's before-call handler called by hand for an EC2 DescribeRegions call: the hook,
+    and the call's context dict for the handlers that follow."""
     from botocore.model import ServiceModel
 
     model = ServiceModel({"metadata": {"endpointPrefix": "ec2", "protocol": "ec2"},
@@ -860,6 +860,13 @@ def test_a_body_that_cannot_be_measured_still_counts_the_call(registry):
     hook = BotocoreHook(Recorder(metrics_for(registry)))
     context = {"client_region": REGION}
     hook.before_call(model=model, context=context)
+    return hook, context
+
+
+def test_a_body_that_cannot_be_measured_still_counts_the_call(registry):
+    """A before-send whose request body and headers cannot be read is counted at stage
+    request_size; the call is still counted and leaves the in-flight gauge."""
+    hook, context = _started_call(registry)
 
     class Request:
         body, headers = "h\u00e9llo", None  # a text body not ASCII, headers unreadable
@@ -1033,14 +1040,7 @@ class _Http:
 def test_malformed_responses_are_recorded_as_far_as_they_can_be(http, parsed, status, stage,
                                                                 registry):
     """A call ending with a malformed response is counted under the status it could read."""
-    from botocore.model import ServiceModel
-
-    model = ServiceModel({"metadata": {"endpointPrefix": "ec2", "protocol": "ec2"},
-                          "operations": {"DescribeRegions": {"name": "DescribeRegions"}},
-                          "shapes": {}}, "ec2").operation_model("DescribeRegions")
-    hook = BotocoreHook(Recorder(metrics_for(registry)))
-    context = {"client_region": REGION}
-    hook.before_call(model=model, context=context)
+    hook, context = _started_call(registry)
     request = _Bare()
     request.context, request.body, request.headers = context, b"abc", {}
     if not boto_prom.botocore._PREPARED_HAS_CONTEXT:
