@@ -237,7 +237,7 @@ def enable_metrics(
     kind = _kind(target)
     if kind is None:
         raise ConfigurationError(
-            "enable_metrics() takes a boto 2 connection (an object with set_request_hook), "
+            "enable_metrics() takes a boto 2 connection (boto.connection.AWSAuthConnection), "
             "a boto3/botocore client or session, or nothing (for every AWS call), "
             f"not {type(target).__name__}.")
     if kind in ("session", "global") and (settings.aws_service or settings.aws_region):

@@ -99,14 +99,18 @@ def multiprocess_registry(path: Optional[str] = None) -> CollectorRegistry:
     Args:
         path: the multiprocess directory (default: ``PROMETHEUS_MULTIPROC_DIR``).
     """
+    path = path or multiprocess_dir_from_env()
+    if not path:
+        raise ConfigurationError(
+            f"reading every process's metrics needs the directory the workers record into; "
+            f"set {MULTIPROC_ENV} (or pass path=).")
     registry = CollectorRegistry()
     try:
         MultiProcessCollector(registry, path=path)
     except ValueError:
         raise ConfigurationError(
-            f"the multiprocess directory {path or multiprocess_dir_from_env()!r} is not a "
-            f"directory; pass path= or set {MULTIPROC_ENV} to the directory the workers record "
-            "into.") from None
+            f"the multiprocess directory {path!r} is not a directory; pass path= or set "
+            f"{MULTIPROC_ENV} to the directory the workers record into.") from None
     return registry
 
 

@@ -185,8 +185,9 @@ class Settings:
             conflict = None if self.registry is hook.registry else "another registry"
         if conflict is not None:
             raise ConfigurationError(
-                f"metrics are already enabled on this target with {conflict}; call "
-                "boto_prom.disable_metrics() on it first to enable it with other settings.")
+                f"metrics are already enabled on this target (or the session or global "
+                f"enable_metrics() that covers it) with {conflict}; to change them, pass the "
+                "same target to boto_prom.disable_metrics() first.")
 
 
 # --- the entry points -------------------------------------------------------------------------
@@ -583,12 +584,13 @@ def _grouping_key(grouping_key: object) -> Tuple[Tuple[str, str], ...]:
     return tuple(checked)
 
 
-def _timeout(timeout: object, source: str) -> float:
+def _timeout(timeout: object, source: str, shown: object = None) -> float:
+    """timeout checked; shown is what the user wrote (the variable's text), for the message."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
             math.isfinite(timeout) and 0 < timeout <= MAX_PUSH_TIMEOUT):
         raise ConfigurationError(
             f"{source} must be a number of seconds above 0 and at most {MAX_PUSH_TIMEOUT:g}, "
-            f"not {timeout!r}.")
+            f"not {timeout if shown is None else shown!r}.")
     return float(timeout)
 
 
@@ -632,6 +634,8 @@ def _push_from_env() -> Optional[PushSettings]:
     username = os.environ.get("BOTO_PROM_PUSH_USERNAME") or None
     password = os.environ.get("BOTO_PROM_PUSH_PASSWORD") or None
     if (username is None) != (password is None):
-        raise ConfigurationError("Pushgateway basic auth needs both username and password.")
+        raise ConfigurationError(
+            "Pushgateway basic auth needs both BOTO_PROM_PUSH_USERNAME and "
+            f"BOTO_PROM_PUSH_PASSWORD; set {'BOTO_PROM_PUSH_PASSWORD' if password is None else 'BOTO_PROM_PUSH_USERNAME'} too, or neither.")
     return PushSettings(_gateway(gateway), default_job(), _grouping_key(key), username,
-                        password, _timeout(timeout, f"BOTO_PROM_PUSH_TIMEOUT ({raw_timeout!r})"))
+                        password, _timeout(timeout, "BOTO_PROM_PUSH_TIMEOUT", raw_timeout))

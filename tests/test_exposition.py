@@ -386,6 +386,16 @@ def test_mountable_app_serves_the_directory(tmp_path):
     assert list(multiprocess_registry(str(tmp_path)).collect()) == []
 
 
+@pytest.mark.parametrize("read", [multiprocess_registry, make_multiprocess_app])
+def test_reading_no_directory_says_which_to_set(monkeypatch, read):
+    """With no path and no PROMETHEUS_MULTIPROC_DIR, reading every process's metrics says to
+    set the variable, not that the directory None does not exist."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ConfigurationError, match="set PROMETHEUS_MULTIPROC_DIR") as raised:
+        read()
+    assert "None" not in str(raised.value)
+
+
 def test_every_gauge_declares_a_multiprocess_mode(monkeypatch):
     """In multiprocess mode each Gauge of the contract has a live mode, never the 'all' default."""
     from boto_prom import metrics as metrics_module

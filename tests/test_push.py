@@ -208,7 +208,8 @@ def test_push_metrics_arguments_are_checked(registry, kwargs, match):
 @pytest.mark.parametrize("env, match", [
     ({"BOTO_PROM_PUSH_TIMEOUT": "soon"}, "BOTO_PROM_PUSH_TIMEOUT"),
     ({"BOTO_PROM_PUSH_GROUPING_KEY": "instance"}, "name=value pairs"),
-    ({"BOTO_PROM_PUSH_USERNAME": "u"}, "both username and password"),
+    ({"BOTO_PROM_PUSH_USERNAME": "u"}, "set BOTO_PROM_PUSH_PASSWORD too"),
+    ({"BOTO_PROM_PUSH_TIMEOUT": "1000"}, r"at most 600, not '1000'\.$"),
     ({"BOTO_PROM_PUSHGATEWAY": "http://u:secret@127.0.0.1:1"}, "must not carry credentials"),
 ])
 def test_bad_push_environment_fails_enable(aws, registry, monkeypatch, env, match):
