@@ -105,11 +105,19 @@ def _start(run: RunSettings) -> None:
             push_at_exit(settings.push, settings.registry)
             push_on_sigterm()
     if settings.multiprocess_dir is not None:
+        atexit.register(_mark_dead, settings.multiprocess_dir)
+    when_imported(SDK_MODULES, lambda: _enable(run.main))
+
+
+def _mark_dead(directory: str) -> None:
+    """Drop this process's live gauges from the directory; the pid is read at exit, since a
+    forked child that exits through Python runs its parent's atexit functions."""
+    try:
         from prometheus_client.multiprocess import mark_process_dead
 
-        pid = os.getpid()
-        atexit.register(mark_process_dead, pid, settings.multiprocess_dir)
-    when_imported(SDK_MODULES, lambda: _enable(run.main))
+        mark_process_dead(os.getpid(), directory)
+    except Exception:  # noqa: B902 - at exit: never a traceback
+        pass
 
 
 def _enable(main: bool) -> None:
