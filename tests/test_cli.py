@@ -1,4 +1,5 @@
-"""The boto-prom command: the demo runs, serves real metrics, and ends cleanly; run and serve parse their arguments."""
+"""The boto-prom command: the demo runs, serves real metrics, and ends cleanly; run and serve
+parse their arguments."""
 
 from __future__ import annotations
 

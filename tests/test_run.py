@@ -359,7 +359,7 @@ def test_program_without_aws_runs_as_without_boto_prom(program, tmp_path, own_pa
     (["--allowed-services", "s3,no such"], {}, "BOTO_PROM_ALLOWED_SERVICES must be"),
     (["--push", "ftp://gateway"], {}, "the Pushgateway must be an http://"),
 ])
-def test_bad_setting_exits_2_before_the_program(program, args, env, says):
+def test_bad_setting_exits_2_before_the_program(args, env, says):
     """A bad option or variable: exit 2, one line on stderr, and the program never ran."""
     done = subprocess.run([BOTO_PROM, "run", *args, "--", sys.executable, "-c", "print('ran')"],
                           capture_output=True, text=True, env=child_env(**env), timeout=60)
@@ -368,7 +368,7 @@ def test_bad_setting_exits_2_before_the_program(program, args, env, says):
         done.stderr
 
 
-def test_busy_port_exits_2_in_one_sentence(program):
+def test_busy_port_exits_2_in_one_sentence():
     """A port already taken ends the program's start with one sentence, exit 2."""
     import socket
 
