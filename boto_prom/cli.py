@@ -1,10 +1,17 @@
-"""The ``boto-prom`` command (also ``python -m boto_prom``)."""
+"""The ``boto-prom`` command (also ``python -m boto_prom``).
+
+  boto-prom run [options] -- COMMAND [ARGS...]   a Python program with metrics on
+  boto-prom serve [--multiprocess.dir=DIR]       serve a multiprocess directory
+  boto-prom demo                                 a boto 2 and boto3 workload against moto
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import List, Optional
+import threading
+from typing import List, Optional, Tuple
 
 from .settings import ConfigurationError
 from ._version import __version__
@@ -33,12 +40,132 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=_positive, default=20.0,
                       help="workload steps per second, each one or two AWS requests "
                       "(default: 20; 0 as fast as possible)")
+    _run_parser(commands)
+    _serve_parser(commands)
     return parser
+
+
+def _run_parser(commands: "argparse._SubParsersAction") -> None:
+    run = commands.add_parser(
+        "run", usage="boto-prom run [options] -- COMMAND [ARGS...]",
+        help="run a Python program with metrics of every AWS call it makes",
+        description="Run COMMAND (python app.py, python -m pkg, gunicorn app:app...) with "
+        "enable_metrics() in effect from its start: every boto3 default-session client and "
+        "every boto 2 connection it creates is recorded. Each option sets the variable named "
+        "in brackets, which it may be given as instead.")
+    run.add_argument("--port", type=int, help="metrics port [BOTO_PROM_PORT] (default 9875; "
+                     "0 picks a free one)")
+    run.add_argument("--addr", help="metrics address [BOTO_PROM_ADDR] (default 127.0.0.1)")
+    run.add_argument("--web-config", metavar="FILE", help="TLS and basic auth for /metrics, "
+                     "as Prometheus's --web.config.file [BOTO_PROM_WEB_CONFIG]")
+    run.add_argument("--csv", metavar="FILE",
+                     help="also append every request to this CSV file [BOTO_PROM_CSV]")
+    run.add_argument("--allowed-services", metavar="S3,EC2,...",
+                     help="record only these services [BOTO_PROM_ALLOWED_SERVICES]")
+    run.add_argument("--ignored-actions", metavar="ACTION,...",
+                     help="never record these actions [BOTO_PROM_IGNORED_ACTIONS]")
+    run.add_argument("--max-label-sets", type=int, metavar="N",
+                     help="label sets kept before new ones are folded [BOTO_PROM_MAX_LABEL_SETS]")
+    run.add_argument("--push", metavar="URL", help="push the metrics to this Pushgateway when "
+                     "the program exits, also by exception or SIGTERM [BOTO_PROM_PUSHGATEWAY]; "
+                     "credentials: BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD")
+    run.add_argument("--job", help="the push's job label (default: the script's name) "
+                     "[BOTO_PROM_PUSH_JOB]")
+    run.add_argument("--grouping-key", metavar="NAME=VALUE,...",
+                     help="more labels naming the push's group [BOTO_PROM_PUSH_GROUPING_KEY]")
+    run.add_argument("--multiprocess", metavar="DIR", help="every Python process the program "
+                     "starts records into DIR (created if missing; give an empty one) and this "
+                     "one serves the sum [PROMETHEUS_MULTIPROC_DIR]")
+    run.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="the program and its arguments, after --")
+
+
+def _serve_parser(commands: "argparse._SubParsersAction") -> None:
+    serve = commands.add_parser(
+        "serve", help="serve the metrics of a multiprocess directory (a sidecar)",
+        description="Serve /metrics summed over every process recording into a multiprocess "
+        "directory, until SIGTERM or Ctrl-C.")
+    serve.add_argument("--web.listen-address", dest="listen", metavar="[HOST]:PORT",
+                       help="where to listen; :PORT is every interface (default: BOTO_PROM_ADDR "
+                       "and BOTO_PROM_PORT, else 127.0.0.1:9875)")
+    serve.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                       help="TLS and basic auth (default: BOTO_PROM_WEB_CONFIG)")
+    serve.add_argument("--multiprocess.dir", dest="directory", metavar="DIR",
+                       help="the workers' directory (default: PROMETHEUS_MULTIPROC_DIR)")
+
+
+def _listen_address(text: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
+    """(addr, port) of ``host:port``, ``:port`` (every interface) or ``[v6]:port``."""
+    if text is None:
+        return None, None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(
+            f"--web.listen-address must be [HOST]:PORT, like :9875 or 127.0.0.1:9875, "
+            f"not {text!r}.")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .exposition import start_multiprocess_server, stop_server
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Set SIGINT too: started in the background it may be ignored, and Ctrl-C should stop.
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        addr, port = _listen_address(args.listen)
+        server = start_multiprocess_server(port, addr, path=args.directory,
+                                           web_config=args.web_config)
+    except ConfigurationError as exc:
+        print(f"boto-prom: {exc} (On the command line: --web.listen-address, "
+              "--web.config.file, --multiprocess.dir.)", file=sys.stderr)
+        return 2
+    print(f"boto-prom: serving the multiprocess directory on {server.url}", file=sys.stderr,
+          flush=True)
+    while not stop.wait(3600):
+        pass
+    stop_server()
+    return 0
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .run import exec_command, variables
+
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
+    if not command:
+        parser.error("run needs a command: boto-prom run [options] -- COMMAND [ARGS...]")
+    if args.push is not None and args.multiprocess is not None:
+        print("boto-prom: --push and --multiprocess do not go together (each worker would "
+              "replace the others' push); scrape the multiprocess server instead.",
+              file=sys.stderr)
+        return 2
+    if args.multiprocess is not None:
+        import os
+
+        try:
+            os.makedirs(args.multiprocess, exist_ok=True)
+        except OSError as exc:
+            print(f"boto-prom: cannot create the multiprocess directory {args.multiprocess} "
+                  f"({exc.strerror or exc}); pass a --multiprocess directory you may write.",
+                  file=sys.stderr)
+            return 2
+    return exec_command(command, variables(
+        port=args.port, addr=args.addr, web_config=args.web_config, csv=args.csv,
+        allowed_services=args.allowed_services, ignored_actions=args.ignored_actions,
+        max_label_sets=args.max_label_sets, push=args.push, job=args.job,
+        grouping_key=args.grouping_key, multiprocess=args.multiprocess))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args, parser)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "demo":
         try:
             import boto  # noqa: F401

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import signal
 import threading
 from typing import Any, Callable, Mapping, Optional
 
@@ -95,6 +97,9 @@ class ExitPush:
     def __init__(self, settings: PushSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.registry = registry
+        # A forked child inherits the arrangement (and the SIGTERM handler) but not the job:
+        # its push would replace the parent's, so only this process pushes.
+        self.pid = os.getpid()
 
     def cancel(self) -> None:
         """Call the push off (a failed enable undoes the one it arranged)."""
@@ -138,7 +143,7 @@ def pending_exit_push() -> Optional[ExitPush]:
 def _push_at_exit() -> None:
     """Push once, within the timeout; whatever happens, one log line at most, never a raise."""
     arranged = _exit_push
-    if arranged is None:
+    if arranged is None or arranged.pid != os.getpid():
         return
     settings = arranged.settings
     outcome: list = []
@@ -176,6 +181,33 @@ def _push_at_exit() -> None:
         pass
 
 
+def push_on_sigterm() -> bool:
+    """Make SIGTERM push too: the arranged exit push runs, then SIGTERM ends the process as
+    it would have (status -15 to its parent). Called by ``boto-prom run`` before the program
+    starts; a SIGTERM handler the program installs later replaces this one (and its own exit
+    then pushes through atexit).
+
+    Returns:
+        True when installed; False when SIGTERM is not at its default action or this is not
+        the main thread (then nothing changes).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        _push_at_exit()
+    finally:
+        # Whatever happened, die of the signal: the parent sees the status it expects.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     code = getattr(exc, "code", None)
@@ -185,4 +217,5 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-__all__ = ["ExitPush", "pending_exit_push", "push", "push_at_exit", "push_metrics"]
+__all__ = ["ExitPush", "pending_exit_push", "push", "push_at_exit", "push_metrics",
+           "push_on_sigterm"]

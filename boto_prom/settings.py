@@ -16,6 +16,8 @@ The variables:
 ``BOTO_PROM_ADDR``              the address it binds
 ``BOTO_PROM_WEB_CONFIG``        its web configuration file (TLS, basic auth)
 ``BOTO_PROM_MAX_LABEL_SETS``    label sets kept before new ones are folded
+``BOTO_PROM_ALLOWED_SERVICES``  record only these services, ``s3,ec2``
+``BOTO_PROM_IGNORED_ACTIONS``   never record these actions, ``HeadObject,GetObject``
 ``BOTO_PROM_CSV``               the CSV file every request is appended to
 ``BOTO_PROM_PUSHGATEWAY``       push the metrics there when the process exits
 ``BOTO_PROM_PUSH_JOB``          the push's ``job`` label (default: the script's name)
@@ -24,6 +26,7 @@ The variables:
 ``BOTO_PROM_PUSH_PASSWORD``     basic auth password
 ``BOTO_PROM_PUSH_TIMEOUT``      seconds a push may take (default 5, at most 600)
 ``PROMETHEUS_MULTIPROC_DIR``    prometheus_client's multiprocess directory
+``BOTO_PROM_RUN``               set by ``boto-prom run`` for its start-up hook (not by hand)
 ==============================  ==============================================================
 """
 
@@ -233,8 +236,10 @@ def resolve(
         aws_service=_label_override("aws_service", aws_service),
         aws_region=_label_override("aws_region", aws_region),
         buckets=None if buckets is None else check_buckets(buckets, "buckets"),
-        allowed_services=_names("allowed_services", allowed_services),
-        ignored_actions=_names("ignored_actions", ignored_actions) or frozenset(),
+        allowed_services=_names_setting("allowed_services", allowed_services,
+                                        "BOTO_PROM_ALLOWED_SERVICES"),
+        ignored_actions=_names_setting("ignored_actions", ignored_actions,
+                                       "BOTO_PROM_IGNORED_ACTIONS") or frozenset(),
         max_label_sets=_int_setting(max_label_sets, "max_label_sets",
                                     "BOTO_PROM_MAX_LABEL_SETS", 1, None,
                                     "a whole number of 1 or more"),
@@ -402,6 +407,21 @@ def _names(what: str, values: object) -> Optional[FrozenSet[str]]:
     return frozenset(values)
 
 
+def _names_setting(what: str, values: object, env: str) -> Optional[FrozenSet[str]]:
+    """values, else the comma-separated variable env (unset or empty: None), checked."""
+    if values is not None:
+        return _names(what, values)
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return None
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = sorted(repr(n) for n in names if safe_name(n) is None)
+    if bad or not names:
+        raise ConfigurationError(
+            f"{env} must be names separated by commas, like s3,ec2, not {raw!r}.")
+    return frozenset(names)
+
+
 # --- the CSV file -----------------------------------------------------------------------------
 
 def csv_settings(path: Any, format: Optional[str] = None, max_bytes: Optional[int] = None,
@@ -531,6 +551,62 @@ def check_multiprocess() -> Optional[str]:
             f"{MULTIPROC_ENV}={path!r} is not a writable directory; create it (empty) before "
             "the program starts.")
     return path
+
+
+# --- boto-prom run ----------------------------------------------------------------------------
+
+RUN_ENV = "BOTO_PROM_RUN"
+"""Set by ``boto-prom run``: ``main`` for the command it starts, ``child`` for the Python
+processes that command starts in multiprocess mode."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``boto-prom run``'s start-up hook finds in a process's environment.
+
+    Attributes:
+        main: this is the process ``boto-prom run`` started, which serves and pushes; False in
+            a Python process it started in turn, which only records (multiprocess mode).
+        python_path: ``PYTHONPATH`` without the hook's directory (None when nothing is left):
+            what the program would have had without ``boto-prom run``.
+    """
+
+    main: bool
+    python_path: Optional[str]
+
+
+def _path_entries(raw: str, leave_out: str) -> list:
+    """PYTHONPATH's entries, without leave_out; an unset or empty one has none."""
+    if not raw:
+        return []
+    out = os.path.realpath(leave_out)
+    return [entry for entry in raw.split(os.pathsep)
+            if not entry or os.path.realpath(entry) != out]
+
+
+def run_environment(variables: Mapping[str, str], hook_dir: str) -> Dict[str, str]:
+    """The environment ``boto-prom run`` starts its command in: this process's, with the
+    variables its options stand for, hook_dir first on ``PYTHONPATH`` and ``BOTO_PROM_RUN``.
+
+    Args:
+        variables: ``BOTO_PROM_*`` (and ``PROMETHEUS_MULTIPROC_DIR``) values from the options.
+        hook_dir: the directory holding boto-prom's ``sitecustomize``.
+    """
+    env = dict(os.environ)
+    env.update(variables)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [hook_dir] + _path_entries(env.get("PYTHONPATH", ""), hook_dir))
+    env[RUN_ENV] = "main"
+    return env
+
+
+def resolve_run(hook_dir: str) -> Optional[RunSettings]:
+    """This process's part in ``boto-prom run``, or None when it was not started by it."""
+    role = os.environ.get(RUN_ENV, "")
+    if role not in ("main", "child"):
+        return None
+    rest = _path_entries(os.environ.get("PYTHONPATH", ""), hook_dir)
+    return RunSettings(role == "main", os.pathsep.join(rest) or None)
 
 
 # --- pushing ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The boto-prom command: the demo runs, serves real metrics, and ends cleanly."""
+"""The boto-prom command: the demo runs, serves real metrics, and ends cleanly; run and serve
+parse their arguments."""
 
 from __future__ import annotations
 
@@ -81,3 +82,36 @@ def test_bad_arguments_exit_2(duration, capsys):
     with pytest.raises(SystemExit) as raised:
         main(["demo", "--duration", duration])
     assert raised.value.code == 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    (":9875", ("0.0.0.0", 9875)),
+    ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ("[::1]:9875", ("::1", 9875)),
+    ("localhost:65535", ("localhost", 65535)),
+    (None, (None, None)),
+])
+def test_listen_address_in_the_prometheus_form(text, expected):
+    """--web.listen-address is [HOST]:PORT; an empty host is every interface."""
+    from boto_prom.cli import _listen_address
+
+    assert _listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9875", ":http", "host:65536", "host:-1", ""])
+def test_bad_listen_address_is_a_configuration_error(text):
+    """A listen address without a port number is refused in one sentence."""
+    from boto_prom import ConfigurationError
+    from boto_prom.cli import _listen_address
+
+    with pytest.raises(ConfigurationError, match="--web.listen-address must be"):
+        _listen_address(text)
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--"], ["run", "--port", "1"]])
+def test_run_without_a_command_is_a_usage_error(argv, capsys):
+    """boto-prom run with no command exits 2 and says how to call it."""
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    assert "boto-prom run [options] -- COMMAND" in capsys.readouterr().err

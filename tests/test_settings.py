@@ -22,7 +22,8 @@ needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11
 ENVIRONMENT = ("BOTO_PROM_DISABLED", "BOTO_PROM_PORT", "BOTO_PROM_ADDR", "BOTO_PROM_WEB_CONFIG",
                "BOTO_PROM_MAX_LABEL_SETS", "BOTO_PROM_CSV", "BOTO_PROM_PUSHGATEWAY",
                "BOTO_PROM_PUSH_JOB", "BOTO_PROM_PUSH_GROUPING_KEY", "BOTO_PROM_PUSH_USERNAME",
-               "BOTO_PROM_PUSH_PASSWORD", "BOTO_PROM_PUSH_TIMEOUT")
+               "BOTO_PROM_PUSH_PASSWORD", "BOTO_PROM_PUSH_TIMEOUT", "BOTO_PROM_ALLOWED_SERVICES",
+               "BOTO_PROM_IGNORED_ACTIONS", "BOTO_PROM_RUN")
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,9 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
         "BOTO_PROM_PUSH_USERNAME": "pusher",
         "BOTO_PROM_PUSH_PASSWORD": "push-password-0042",
         "BOTO_PROM_PUSH_TIMEOUT": "7.5",
+        "BOTO_PROM_ALLOWED_SERVICES": "s3, ec2",
+        "BOTO_PROM_IGNORED_ACTIONS": "HeadObject",
+        "BOTO_PROM_RUN": "main",
     }
     assert sorted(env) == sorted(ENVIRONMENT), "the test sets every variable there is"
     for name, val in env.items():
@@ -68,7 +72,9 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
     assert got.push == PushSettings("http://127.0.0.1:9091", "nightly",
                                     (("instance", "web1"), ("shard", "2")), "pusher",
                                     "push-password-0042", 7.5)
+    assert got.allowed_services == {"s3", "ec2"} and got.ignored_actions == {"HeadObject"}
     assert got.registry is REGISTRY and got.multiprocess_dir is None
+    assert settings.resolve_run("/nowhere") == settings.RunSettings(True, None)
 
 
 def test_arguments_win_over_the_environment(monkeypatch, tmp_path, registry):
@@ -134,6 +140,8 @@ def test_multiprocess_directory_is_read_from_the_environment(tmp_path):
     ("BOTO_PROM_PORT", "80a", "BOTO_PROM_PORT must be a port number from 0 to 65535, not '80a'"),
     ("BOTO_PROM_PORT", "70000", "BOTO_PROM_PORT must be a port number"),
     ("BOTO_PROM_MAX_LABEL_SETS", "0", "BOTO_PROM_MAX_LABEL_SETS must be a whole number"),
+    ("BOTO_PROM_ALLOWED_SERVICES", "s3,no such", "BOTO_PROM_ALLOWED_SERVICES must be names"),
+    ("BOTO_PROM_IGNORED_ACTIONS", ",", "BOTO_PROM_IGNORED_ACTIONS must be names"),
 ])
 def test_bad_variable_is_named_in_one_sentence(monkeypatch, name, raw, match):
     """A bad variable's error names the variable, not the argument it stands for."""
@@ -305,3 +313,35 @@ def test_default_job_is_the_script_name(monkeypatch):
     assert settings.default_job() == "nightly_backup"
     monkeypatch.setattr("sys.argv", ["-c"])
     assert settings.default_job() == "boto_prom"
+
+
+# --- boto-prom run ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("own, sent, kept", [
+    (None, "HOOK", None),
+    ("", "HOOK", None),
+    ("/a{sep}/b", "HOOK{sep}/a{sep}/b", "/a{sep}/b"),
+    ("HOOK{sep}/a", "HOOK{sep}/a", "/a"),
+    ("/a{sep}{sep}/b", "HOOK{sep}/a{sep}{sep}/b", "/a{sep}{sep}/b"),
+])
+def test_run_puts_the_hook_first_on_pythonpath_and_takes_it_back(monkeypatch, tmp_path, own,
+                                                                 sent, kept):
+    """run_environment puts the hook's directory first on PYTHONPATH once (never an empty
+    entry, which would add the working directory), and resolve_run gives the program's own
+    PYTHONPATH back."""
+    hook = str(tmp_path)
+
+    def fill(text):
+        return None if text is None else text.replace("HOOK", hook).replace("{sep}", os.pathsep)
+
+    if own is None:
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONPATH", fill(own))
+    env = settings.run_environment({"BOTO_PROM_PORT": "9999"}, hook)
+    assert env["PYTHONPATH"] == fill(sent)
+    assert env["BOTO_PROM_PORT"] == "9999" and env["BOTO_PROM_RUN"] == "main"
+    assert "BOTO_PROM_PORT" not in os.environ, "this process's environment is left alone"
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+    monkeypatch.setenv("BOTO_PROM_RUN", "child")
+    assert settings.resolve_run(hook) == settings.RunSettings(False, fill(kept))
