@@ -1,7 +1,7 @@
-"""The botocore adapter: the handlers, instrument/uninstrument, and boto3's default session.
+"""The botocore adapter: the handlers, instrument/uninstrument, and the global mode.
 
-boto-prom listens on botocore's event system and never wraps a client method. These events give
-the whole metric contract, and none of them can be left out:
+boto-prom records from botocore's event system. These events give the whole metric contract,
+and none of them can be left out:
 
 - ``before-call``: the call starts. Its handler is the only one that belongs to a
   :class:`BotocoreHook`: it looks up the bound label set of the call's (service, operation,
@@ -26,11 +26,18 @@ first. botocore older than about 1.40 hands ``before-send`` no context: there a 
 
 Only ``before-call`` is taken out when metrics are disabled; the other handlers finish whatever
 call state they find, so a call under way when metrics are disabled still finishes cleanly (and
-leaves the in-flight gauge). Importing this module imports botocore.
+leaves the in-flight gauge).
+
+The global mode (``enable_metrics()`` with no argument) must reach clients of sessions it is
+never shown, made before it or after, so it wraps the one method every client's every call
+goes through, ``BaseClient._make_api_call``: a client's first call registers the handlers on
+that client, and the calls after it cost one look in the client's ``__dict__``. The recording
+is the events', as for one client. Importing this module imports botocore.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import time
@@ -431,15 +438,22 @@ def instrument(target: Any, recorder: Any, settings: Any) -> BotocoreHook:
     existing = _registered(emitter)
     if existing is not None and existing.active:
         return existing
-    if existing is not None:
-        emitter.unregister(_START_EVENT, unique_id=_START_ID)
     hook = BotocoreHook(recorder, settings)
-    for event, how, handler in _FOLLOWERS:
-        getattr(emitter, how)(event, handler, unique_id=f"boto_prom.{event}")
-    emitter.register(_START_EVENT, hook.before_call, unique_id=_START_ID)
+    _register(emitter, hook, existing)
     hook._owner = weakref.ref(emitter)
     _owned[emitter] = hook
     return hook
+
+
+def _register(emitter: Any, hook: BotocoreHook, existing: Optional[BotocoreHook]) -> None:
+    """Put hook's handlers on an emitter, in place of existing, an inactive hook of ours."""
+    if existing is not None:
+        emitter.unregister(_START_EVENT, unique_id=_START_ID)
+    # The followers first: a call that sees the start always finds them (each is registered
+    # once per emitter, under its unique id).
+    for event, how, handler in _FOLLOWERS:
+        getattr(emitter, how)(event, handler, unique_id=f"boto_prom.{event}")
+    emitter.register(_START_EVENT, hook.before_call, unique_id=_START_ID)
 
 
 def uninstrument(target: Any) -> bool:
@@ -463,89 +477,137 @@ def uninstrument(target: Any) -> bool:
     return True
 
 
-# --- boto3's default session (enable_metrics() with no argument) --------------------------------
+# --- global mode: every botocore client (enable_metrics() with no argument) --------------------
 
-# What install_global did: (the default session, our hook on it or None when the hook there was
-# the user's, whether install_global made the session).
-_global: Optional[Tuple[Any, Optional[BotocoreHook], bool]] = None
+_MARK = "_boto_prom_global"  # in a client's __dict__: the global install that has seen it
+
+
+class _Global:
+    """One global install: its hook, botocore's method it wrapped, and the clients it saw."""
+
+    def __init__(self, hook: BotocoreHook) -> None:
+        self.hook = hook
+        self.active = True
+        self.lock = threading.Lock()
+        self.seen: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self.original: Any = None  # BaseClient's own _make_api_call, put back on uninstall
+        self.wrapper: Any = None  # ours
+
+    def cover(self, client: Any) -> None:
+        """A client's first call under this install: give it the hook unless an active hook
+        of ours (its own, or its session's) records it already."""
+        with self.lock:  # two threads' first calls on one client: one registers, one waits
+            if not self.active:
+                return
+            try:
+                if client.__dict__.get(_MARK) is self:
+                    return
+                self.seen.add(client)  # so that uninstall finds it, whatever happens next
+                emitter = client.meta.events
+                existing = _registered(emitter)
+                if existing is None or not existing.active:
+                    _register(emitter, self.hook, existing)
+            except Exception:
+                self.hook.guard.failed("global")
+            client.__dict__[_MARK] = self  # after registering, and after a failure too: once
+
+
+def _wrap(call: Any, state: _Global) -> Any:
+    """botocore's ``_make_api_call`` behind one check: has this install seen the client?
+
+    call is the method as read from the class, so a wrapper already there (wrapt's, as
+    OpenTelemetry's) is called as it expects to be. It returns what call returns untouched,
+    so it fits a coroutine function too (aiobotocore's ``AioBaseClient._make_api_call``).
+    """
+    @functools.wraps(call)
+    def _make_api_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # BaseClient has no __slots__, so every client has a __dict__.
+        if self.__dict__.get(_MARK) is not state and state.active:
+            state.cover(self)
+        return call(self, *args, **kwargs)
+
+    return _make_api_call
+
+
+_current: Optional[_Global] = None
 _global_lock = threading.Lock()
 
 
-def install_global(recorder: Any, settings: Any) -> Optional[BotocoreHook]:
-    """Record the calls of every client boto3's default session makes from now on
-    (``boto3.client(...)``, ``boto3.resource(...)``), making the session when there is none.
+def install_global(recorder: Any, settings: Any) -> BotocoreHook:
+    """Record the calls of every botocore client, whatever session made it and whenever it
+    was made: boto3's default session's, any ``boto3.session.Session()``'s, a
+    ``botocore.session.get_session()``'s.
+
+    It wraps ``botocore.client.BaseClient._make_api_call``, the method every call of every
+    client goes through, as OpenTelemetry's botocore instrumentation does. A client's first
+    call after this registers the returned hook's event handlers on that client's emitter,
+    unless an active hook of ours is there already (the client's own, or its session's),
+    which then keeps recording it; after that, each call costs one look in the client's
+    ``__dict__``. Recording stays on botocore's events, as for one client.
 
     Args:
         recorder: the :class:`boto_prom.recorder.Recorder` to bind label sets with.
         settings: the :class:`boto_prom.settings.Settings` enabled with.
 
     Returns:
-        The hook on the default session; an active hook the user already put there is returned
-        as is (and :func:`uninstall_global` leaves it). None when boto3 does not import.
+        The hook that records every client without one of its own.
 
     Raises:
-        ConfigurationError: the default session cannot be made (a missing AWS profile, a
-            broken AWS config file); nothing is left installed.
+        ConfigurationError: this botocore has no ``BaseClient._make_api_call``.
     """
-    global _global
-    try:
-        import boto3
-    except ImportError:
-        return None
-    from botocore.exceptions import BotoCoreError, ProfileNotFound
+    from botocore.client import BaseClient
 
+    global _current
     with _global_lock:
-        created = boto3.DEFAULT_SESSION is None
-        try:
-            if created:
-                boto3.setup_default_session()  # what boto3.client() would do on first use
-            session = boto3.DEFAULT_SESSION
-            hook = installed(session)
-            ours = None
-            if hook is None:
-                hook = ours = instrument(session, recorder, settings)
-            else:
-                settings.check_same(hook)  # the user's hook, if it records as asked
-        except BaseException as exc:
-            if created:
-                boto3.DEFAULT_SESSION = None  # made for this enable: not left behind
-            if isinstance(exc, ProfileNotFound):
-                profile = exc.kwargs.get("profile")
-                raise ConfigurationError(
-                    f"enable_metrics() could not set up boto3's default session: the AWS "
-                    f"profile {profile!r} is not in the AWS config or credentials file; set "
-                    "AWS_PROFILE (or AWS_DEFAULT_PROFILE) to a profile that is, or unset it."
-                ) from None
-            if isinstance(exc, BotoCoreError):
-                raise ConfigurationError(
-                    f"enable_metrics() could not set up boto3's default session ({exc}); fix "
-                    "the AWS config and credentials files and AWS_* variables it reads."
-                ) from None
-            raise
-        _global = (session, ours, created)
-    return hook
+        if _current is not None:
+            _uninstall_locked()
+        original = BaseClient.__dict__.get("_make_api_call")
+        if original is None:
+            raise ConfigurationError(
+                "enable_metrics() with no argument needs botocore's "
+                "BaseClient._make_api_call, which this botocore does not have; enable "
+                "clients or sessions one by one instead.")
+        state = _Global(BotocoreHook(recorder, settings))
+        state.original = original
+        state.wrapper = _wrap(BaseClient._make_api_call, state)
+        state.wrapper._boto_prom_original = original
+        BaseClient._make_api_call = state.wrapper
+        _current = state
+    return state.hook
 
 
-def uninstall_global(failed: bool = False) -> None:
-    """Take out what :func:`install_global` registered (not a hook the user put there).
-
-    Args:
-        failed: the enable that installed it failed: also drop a default session
-            install_global made, so that nothing of that enable is left.
-    """
-    global _global
+def uninstall_global() -> None:
+    """Undo :func:`install_global`: botocore's own ``_make_api_call`` goes back, and the
+    clients it gave the hook to stop being recorded (a hook of their own stays)."""
     with _global_lock:
-        state, _global = _global, None
+        _uninstall_locked()
+
+
+def _uninstall_locked() -> None:
+    global _current
+    state, _current = _current, None
     if state is None:
         return
-    session, ours, created = state
-    if ours is not None and _registered(events_of(session)) is ours:
-        uninstrument(session)
-    if failed and created:
-        import boto3
+    from botocore.client import BaseClient
 
-        if boto3.DEFAULT_SESSION is session:
-            boto3.DEFAULT_SESSION = None
+    with state.lock:
+        state.active = False
+        state.hook.active = False
+        # Only our own wrapper is taken out. A wrapper someone put on top of ours stays, and
+        # ours under it is inert now.
+        if BaseClient.__dict__.get("_make_api_call") is state.wrapper:
+            BaseClient._make_api_call = state.original
+        clients = list(state.seen)
+    for client in clients:
+        try:
+            if client.__dict__.get(_MARK) is state:
+                del client.__dict__[_MARK]
+            emitter = client.meta.events
+            if _registered(emitter) is state.hook:
+                # As uninstrument: the followers stay, so calls under way finish.
+                emitter.unregister(_START_EVENT, unique_id=_START_ID)
+        except Exception:
+            state.hook.guard.failed("global")
 
 
 __all__ = ["BotocoreHook", "THROTTLING_CODES", "install_global", "installed", "instrument",

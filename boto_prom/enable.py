@@ -50,7 +50,9 @@ class GlobalHook:
     Attributes:
         registry: the prometheus_client registry recorded into.
         server: the metrics server, when enable_metrics started one.
-        botocore: the hook on boto3's default session, or None when boto3 does not import.
+        botocore: the hook recording every botocore client that has no hook of its own (of
+            any session: boto3's default one, ``boto3.session.Session()``,
+            ``botocore.session.get_session()``), or None when botocore does not import.
         boto2: True when new boto 2 connections are instrumented (boto imports).
         active: False once :func:`boto_prom.disable_metrics` undid it.
     """
@@ -85,29 +87,28 @@ def _global_installed(target: Any) -> Optional[GlobalHook]:
 
 
 def _global_install(target: Any, recorder: Any, settings: Settings) -> GlobalHook:
-    """boto3's default session and every boto 2 connection made from now on; all or nothing."""
+    """Every botocore client, and every boto 2 connection made from now on; all or nothing."""
     from . import boto2
 
     global _global
     hook = GlobalHook(recorder, settings)
     with ExitStack() as undo:
-        if _module_imports("boto3"):
+        if _module_imports("botocore"):
             from . import botocore
 
             hook.botocore = botocore.install_global(recorder, settings)
-            if hook.botocore is not None:
-                undo.callback(botocore.uninstall_global, failed=True)
+            undo.callback(botocore.uninstall_global)
         hook.boto2 = boto2.install_global(recorder, settings)
         if hook.botocore is None and not hook.boto2:
             raise ConfigurationError(
-                "enable_metrics() with no argument instruments boto3 and boto 2, and "
+                "enable_metrics() with no argument instruments boto3/botocore and boto 2, and "
                 "neither imports here; install boto3 (or boto 2 on Python 3.11 and older).")
         undo.pop_all()
     _global = hook
     return hook
 
 
-def _global_uninstall(target: Any, failed: bool = False) -> bool:
+def _global_uninstall(target: Any) -> bool:
     from . import boto2
 
     global _global
@@ -119,15 +120,10 @@ def _global_uninstall(target: Any, failed: bool = False) -> bool:
     if hook.botocore is not None:
         from . import botocore
 
-        # failed: the enable that installed it failed, so a default session it made goes too.
-        botocore.uninstall_global(failed=failed)
+        botocore.uninstall_global()
     if hook.boto2:
         boto2.uninstall_global()
     return True
-
-
-def _global_undo(target: Any) -> None:
-    _global_uninstall(target, failed=True)
 
 
 def _module_imports(name: str) -> bool:
@@ -145,7 +141,8 @@ def _adapter(kind: str) -> _Adapter:
 
         return _Adapter(boto2.installed, boto2.install, boto2.uninstall, boto2.uninstall)
     if kind == "global":
-        return _Adapter(_global_installed, _global_install, _global_uninstall, _global_undo)
+        return _Adapter(_global_installed, _global_install, _global_uninstall,
+                        _global_uninstall)
     from . import botocore
 
     return _Adapter(botocore.installed, botocore.instrument, botocore.uninstrument,
@@ -183,8 +180,8 @@ def enable_metrics(
         target: what to instrument: a boto 2 connection (``boto.ec2.connect_to_region(...)``,
             ``S3Connection()``...); a boto3/botocore client (``boto3.client("s3")``); a
             ``boto3.Session`` or ``botocore.session.Session`` (every client created from it
-            afterwards); or None: boto3's default session and every boto 2 connection
-            created afterwards.
+            afterwards); or None: every boto3/botocore client, whatever its session and
+            whenever it was made, and every boto 2 connection created afterwards.
         port: the metrics server's port (default ``BOTO_PROM_PORT``, else the running
             server's, else 9875; 0 picks a free one, readable back as ``hook.server.port``).
         addr: the address to bind (default ``BOTO_PROM_ADDR`` or 127.0.0.1).

@@ -12,6 +12,7 @@ import time
 import boto3
 import botocore.session
 import pytest
+from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -709,12 +710,30 @@ def test_enable_starts_the_metrics_server_for_a_client(fault_server, registry):
 @pytest.fixture
 def default_session(monkeypatch, moto_url):
     """boto3's default session, fresh for the test, with fake credentials in the environment;
-    global metrics are disabled afterwards."""
+    global metrics are disabled afterwards, and botocore is checked to be as it was."""
+    original = BaseClient.__dict__["_make_api_call"]
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"])
     yield
     disable_metrics()
+    assert BaseClient.__dict__["_make_api_call"] is original
+    BaseClient._make_api_call = original
+
+
+def _ec2(url, session=None):
+    """An EC2 client of url from session: a new boto3 Session's, a botocore session's (made
+    with create_client), or boto3's default one (session "default")."""
+    args = dict(endpoint_url=url, region_name=REGION,
+                config=Config(retries={"total_max_attempts": 1}), **CREDS)
+    if session == "default":
+        return boto3.client("ec2", **args)
+    if isinstance(session, botocore.session.Session):
+        return session.create_client("ec2", **args)
+    return (session or boto3.session.Session()).client("ec2", **args)
+
+
+REGIONS = dict(EC2, action="DescribeRegions")
 
 
 def test_global_enable_instruments_later_default_session_clients(default_session, moto_url,
@@ -732,6 +751,142 @@ def test_global_enable_instruments_later_default_session_clients(default_session
     client.describe_instances()
     boto3.client("ec2", endpoint_url=moto_url, region_name=REGION).describe_instances()
     assert value(registry, "boto_requests_total", **labels) == 1
+
+
+def test_global_enable_counts_every_session_once(default_session, moto_url, registry):
+    """A client made before enable_metrics(), one of a new boto3 Session, one of
+    botocore.session.get_session() and one of the default session are each counted once."""
+    before = _ec2(moto_url)
+    hook = enable_metrics(registry=registry, start_server=False)
+    clients = [before, _ec2(moto_url), _ec2(moto_url, botocore.session.get_session()),
+               _ec2(moto_url, "default")]
+    for client in clients:
+        assert installed(client) is None  # covered at its first call, not before
+        client.describe_regions()
+        assert installed(client) is hook.botocore
+    before.describe_regions()
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 5
+    assert value(registry, "boto_attempt_duration_seconds_count", **REGIONS) == 5
+    assert value(registry, "boto_request_duration_seconds_count", **REGIONS) == 5
+    assert value(registry, "boto_requests_in_flight", **EC2) == 0
+    assert hook_errors(registry) == {}
+
+
+def test_global_enable_counts_concurrent_first_calls_once(default_session, moto_url,
+                                                          registry):
+    """Sixteen threads making a client's first calls at once under global mode: one
+    registers the handlers, and each call counts once."""
+    client = _ec2(moto_url)
+    enable_metrics(registry=registry, start_server=False)
+    barrier = threading.Barrier(16)
+
+    def call():
+        barrier.wait()
+        client.describe_regions()
+
+    threads = [threading.Thread(target=call) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 16
+    assert value(registry, "boto_attempt_duration_seconds_count", **REGIONS) == 16
+
+
+def test_a_client_or_session_enabled_on_its_own_keeps_its_hook(default_session, moto_url,
+                                                               registry):
+    """Under global mode, a client enabled on its own (before or after its first call) and a
+    client of an enabled session are counted once, by their own hook and into its registry."""
+    from prometheus_client import CollectorRegistry
+
+    elsewhere = CollectorRegistry()
+    own = _ec2(moto_url)
+    mine = enable_metrics(own, registry=elsewhere, start_server=False)
+    session = boto3.session.Session()
+    theirs = enable_metrics(session, registry=elsewhere, start_server=False)
+    of_session = _ec2(moto_url, session)
+    everything = enable_metrics(registry=registry, start_server=False)
+    later = _ec2(moto_url)
+    later.describe_regions()
+    assert enable_metrics(later, registry=registry, start_server=False) is everything.botocore
+    for client in (own, of_session, later):
+        client.describe_regions()
+    assert installed(own) is mine and installed(of_session) is theirs
+    assert value(elsewhere, "boto_requests_total", status_code="200", **REGIONS) == 2
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 2
+    assert value(elsewhere, "boto_attempt_duration_seconds_count", **REGIONS) == 2
+    assert value(registry, "boto_attempt_duration_seconds_count", **REGIONS) == 2
+    assert disable_metrics() is True
+    assert installed(own) is mine and installed(of_session) is theirs
+    own.describe_regions()
+    later.describe_regions()
+    assert value(elsewhere, "boto_requests_total", status_code="200", **REGIONS) == 3
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 2
+
+
+def test_global_disable_puts_botocore_back(default_session, moto_url, registry):
+    """disable_metrics() puts botocore's own _make_api_call back, takes the hook off every
+    client it covered, and a second enable covers them again."""
+    original = BaseClient.__dict__["_make_api_call"]
+    client = _ec2(moto_url)
+    enable_metrics(registry=registry, start_server=False)
+    assert BaseClient.__dict__["_make_api_call"] is not original
+    client.describe_regions()
+    assert disable_metrics() is True
+    assert BaseClient.__dict__["_make_api_call"] is original
+    assert installed(client) is None and "_boto_prom_global" not in vars(client)
+    client.describe_regions()
+    _ec2(moto_url).describe_regions()
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 1
+    again = enable_metrics(registry=registry, start_server=False)
+    client.describe_regions()
+    assert installed(client) is again.botocore
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 2
+
+
+def test_global_disable_keeps_a_wrapper_put_over_botocores(default_session, moto_url,
+                                                          registry):
+    """A wrapper another library put over _make_api_call after ours stays when metrics are
+    disabled, and ours under it records nothing more."""
+    import functools
+
+    original = BaseClient.__dict__["_make_api_call"]
+    enable_metrics(registry=registry, start_server=False)
+    ours = BaseClient.__dict__["_make_api_call"]
+    seen = []
+
+    @functools.wraps(ours)
+    def theirs(self, operation_name, api_params):
+        seen.append(operation_name)
+        return ours(self, operation_name, api_params)
+
+    BaseClient._make_api_call = theirs
+    try:
+        assert disable_metrics() is True
+        assert BaseClient.__dict__["_make_api_call"] is theirs
+        _ec2(moto_url).describe_regions()
+        assert seen == ["DescribeRegions"]
+        assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 0
+    finally:
+        BaseClient._make_api_call = original
+
+
+def test_a_failure_covering_a_client_does_not_break_its_calls(default_session, moto_url,
+                                                              monkeypatch, registry):
+    """When registering the handlers on a client fails, its calls go ahead uncounted, and the
+    failure is counted once, at stage global."""
+    from boto_prom import botocore as adapter
+
+    def broken(*args):
+        raise RuntimeError("no events today")
+
+    monkeypatch.setattr(adapter, "_register", broken)
+    enable_metrics(registry=registry, start_server=False)
+    client = _ec2(moto_url)
+    assert "Regions" in client.describe_regions()
+    client.describe_regions()
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 0
+    assert hook_errors(registry) == {(("stage", "global"),): 1.0}
 
 
 @pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
@@ -762,41 +917,33 @@ def test_boto2_and_boto3_land_in_the_same_series(default_session, aws, moto_url,
     assert hook.active is False
 
 
-def test_missing_profile_is_one_sentence_and_installs_nothing(default_session, monkeypatch,
-                                                              registry):
-    """A missing AWS_PROFILE fails enable_metrics() with one sentence and leaves nothing on."""
-    original_init = None
-    if HAS_BOTO2:
-        from boto.connection import AWSAuthConnection
+def test_global_enable_reads_no_aws_config(default_session, monkeypatch, registry):
+    """enable_metrics() makes no session, so a missing AWS_PROFILE is the program's own
+    error when it makes one, as without boto-prom; the enable itself succeeds."""
+    from botocore.exceptions import ProfileNotFound
 
-        original_init = AWSAuthConnection.__init__
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
-    with pytest.raises(ConfigurationError, match="'no-such-profile' is not in") as raised:
-        enable_metrics(registry=registry, start_server=False)
-    assert "\n" not in str(raised.value) and raised.value.__cause__ is None
-    assert "AWS_PROFILE" in str(raised.value)
-    assert boto3.DEFAULT_SESSION is None
-    if HAS_BOTO2:
-        assert AWSAuthConnection.__init__ is original_init
-    assert disable_metrics() is False
-    monkeypatch.delenv("AWS_PROFILE")
     assert enable_metrics(registry=registry, start_server=False).active
+    assert boto3.DEFAULT_SESSION is None
+    with pytest.raises(ProfileNotFound):
+        boto3.client("ec2", region_name=REGION)
 
 
-def test_failing_boto2_patch_leaves_the_default_session_uninstrumented(default_session,
-                                                                      monkeypatch, moto_url,
-                                                                      registry):
-    """When patching boto 2 fails after boto3 was instrumented, boto3 is put back too."""
+def test_failing_boto2_patch_leaves_botocore_as_it_was(default_session, monkeypatch, moto_url,
+                                                       registry):
+    """When patching boto 2 fails after botocore was patched, botocore is put back too."""
     def broken(recorder, settings):
         raise RuntimeError("boto 2 patch failed")
 
+    original = BaseClient.__dict__["_make_api_call"]
     monkeypatch.setattr(boto2_adapter, "install_global", broken)
     with pytest.raises(RuntimeError, match="boto 2 patch failed"):
         enable_metrics(registry=registry, start_server=False)
+    assert BaseClient.__dict__["_make_api_call"] is original
     assert boto3.DEFAULT_SESSION is None and disable_metrics() is False
     client = boto3.client("ec2", endpoint_url=moto_url, region_name=REGION)
-    assert installed(client) is None
     client.describe_instances()
+    assert installed(client) is None
     assert value(registry, "boto_requests_total", action="DescribeInstances", status_code="200",
                  **EC2) == 0
 
@@ -813,40 +960,26 @@ def test_failed_global_enable_keeps_a_hook_enabled_on_the_default_session(defaul
     assert installed(boto3.DEFAULT_SESSION) is mine and mine.active
 
 
-def test_failed_global_enable_drops_the_default_session_it_made(default_session, monkeypatch,
-                                                               registry):
+def test_global_enable_failing_at_its_last_step_puts_botocore_back(default_session,
+                                                                   monkeypatch, registry):
     """A global enable that fails at its last step (a push of another registry already
-    arranged) drops the default session it made, as a failure at any earlier step does."""
+    arranged) leaves botocore as it was, as a failure at any earlier step does."""
     from prometheus_client import CollectorRegistry
 
     from boto_prom.push import pending_exit_push
 
+    original = BaseClient.__dict__["_make_api_call"]
     monkeypatch.setenv("BOTO_PROM_PUSHGATEWAY", "http://127.0.0.1:9")
     client = boto3.session.Session().client("sqs", region_name=REGION, **CREDS)
     enable_metrics(client, registry=registry, start_server=False)
     try:
         with pytest.raises(ConfigurationError, match="pushes one registry"):
             enable_metrics(registry=CollectorRegistry(), start_server=False)
+        assert BaseClient.__dict__["_make_api_call"] is original
         assert boto3.DEFAULT_SESSION is None and disable_metrics() is False
     finally:
         disable_metrics(client)
         pending_exit_push().cancel()
-
-
-def test_global_enable_refuses_a_default_session_recording_elsewhere(default_session,
-                                                                    registry):
-    """When the user's hook on the default session records into another registry, a global
-    enable says to disable it first, rather than leaving boto3 calls in that registry."""
-    from prometheus_client import CollectorRegistry
-
-    boto3.setup_default_session()
-    mine = enable_metrics(boto3.DEFAULT_SESSION, registry=registry, start_server=False)
-    with pytest.raises(ConfigurationError, match="disable_metrics"):
-        enable_metrics(registry=CollectorRegistry(), start_server=False)
-    assert installed(boto3.DEFAULT_SESSION) is mine and mine.active
-    assert disable_metrics() is False
-    everything = enable_metrics(registry=registry, start_server=False)
-    assert everything.botocore is mine
 
 
 def _started_call(registry):
