@@ -12,8 +12,9 @@ first line, and ours calls :func:`start` here, then the ``sitecustomize`` it hid
 1. resolves every setting, as :func:`boto_prom.enable_metrics` would; a bad one ends the
    program's start with one sentence on stderr and exit status 2, before its first line;
 2. starts the metrics server, and arranges the push at exit (also on SIGTERM) when asked;
-3. waits for the program to import boto3 or boto 2 and then enables metrics for every call
-   (``enable_metrics()``), so a program that never touches AWS never imports an SDK.
+3. waits for the program to import botocore (boto3 imports it) or boto 2 and then enables
+   metrics for every call (``enable_metrics()``), so a program that never touches AWS never
+   imports an SDK.
 
 Without a multiprocess directory the program's own child processes run as they would
 without boto-prom (the hook's directory is taken off their ``PYTHONPATH``): they are not
@@ -35,9 +36,9 @@ HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap"
 """The directory ``boto-prom run`` puts first on ``PYTHONPATH``: it holds only
 ``sitecustomize.py``."""
 
-SDK_MODULES = ("boto3", "boto")
-"""Importing either enables metrics: boto3 (its default session) and boto 2 (its
-connections). botocore alone is not enough: enable_metrics() instruments boto3's session."""
+SDK_MODULES = ("botocore", "boto")
+"""Importing either enables metrics: botocore (every client, of any session; boto3 imports
+it) and boto 2 (its connections)."""
 
 
 def exec_command(command: List[str], variables: Mapping[str, str]) -> int:

@@ -40,6 +40,26 @@ elif mode == "raise":
 sys.exit(int(os.environ.get("PROGRAM_EXIT", "0")))
 """
 
+# A program that makes its clients from sessions of its own, as libraries do for assumed roles:
+# a boto3 Session's (made before any call) or, importing botocore alone, a botocore session's.
+SESSIONS_PROGRAM = """
+import sys
+
+url, calls, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+args = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+            aws_secret_access_key="testing")
+if kind == "boto3":
+    import boto3
+    s3 = boto3.session.Session().client("s3", **args)
+else:
+    import botocore.session
+    s3 = botocore.session.get_session().create_client("s3", **args)
+for _ in range(calls):
+    s3.list_buckets()
+print("ready", sorted(m for m in ("boto3", "botocore") if m in sys.modules), flush=True)
+sys.stdin.read()
+"""
+
 # A pool of 4 workers, each call one S3 ListBuckets from the worker's own client.
 POOL_PROGRAM = """
 import multiprocessing, sys
@@ -182,6 +202,22 @@ def test_boto3_program_is_scraped_while_it_runs(moto_url, program):
         status, _, err = stopped(proc)
     assert status == 3
     assert err == "", "a run that goes well says nothing"
+
+
+@pytest.mark.parametrize("kind, imported", [("boto3", "['boto3', 'botocore']"),
+                                           ("botocore", "['botocore']")])
+def test_clients_of_the_programs_own_sessions_are_recorded(moto_url, program, kind, imported):
+    """Under boto-prom run, a client of boto3.session.Session() and one of
+    botocore.session.get_session() (in a program that never imports boto3) are recorded."""
+    port = free_port()
+    proc = start(["run", "--port", str(port), "--", sys.executable,
+                  program(SESSIONS_PROGRAM), moto_url, str(CALLS), kind])
+    try:
+        assert read_line(proc) == f"ready {imported}"
+        assert scraped(f"http://127.0.0.1:{port}/metrics", **LIST_BUCKETS) == CALLS
+    finally:
+        status, _, err = stopped(proc)
+    assert status == 0 and err == ""
 
 
 def test_options_and_variables_are_the_same(moto_url, program):
