@@ -122,7 +122,8 @@ class BotocoreHook:
     """Records every call of the botocore clients and sessions it is registered on.
 
     Built by :func:`boto_prom.enable_metrics` (through :func:`instrument`), given a
-    boto3/botocore client or session, or nothing (boto3's default session).
+    boto3/botocore client or session, or nothing (then it records every client that has no hook
+    of its own).
 
     Args:
         recorder: the :class:`boto_prom.recorder.Recorder` that binds label sets.

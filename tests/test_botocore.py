@@ -824,6 +824,19 @@ def test_a_client_or_session_enabled_on_its_own_keeps_its_hook(default_session, 
     assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 2
 
 
+def test_one_client_can_be_disabled_under_global_mode(default_session, moto_url, registry):
+    """disable_metrics(client) stops one client global mode covered, and it stays off while
+    the others go on being counted."""
+    one, two = _ec2(moto_url), _ec2(moto_url)
+    enable_metrics(registry=registry, start_server=False)
+    one.describe_regions()
+    assert disable_metrics(one) is True
+    one.describe_regions()
+    two.describe_regions()
+    assert installed(one) is None
+    assert value(registry, "boto_requests_total", status_code="200", **REGIONS) == 2
+
+
 def test_global_disable_puts_botocore_back(default_session, moto_url, registry):
     """disable_metrics() puts botocore's own _make_api_call back, takes the hook off every
     client it covered, and a second enable covers them again."""
