@@ -313,13 +313,10 @@ def _on_after_call(http_response: Any = None, parsed: Any = None, context: Any =
             return
         # botocore's parsed copy of the headers: a plain dict with lower-case names.
         size = headers.get("content-length")
-        if type(size) is str and size.isdecimal():
-            size = int(size)
-        else:
-            size = call.hook.guard.size(size, "response_size")
-        rid = None
-        if call.hook.every_request_id or call.bound.exemplar_due(duration):
-            rid = safe_request_id(meta.get("RequestId"))
+        size = int(size) if type(size) is str and size.isdecimal() else call.hook.guard.size(
+            size, "response_size")
+        due = call.hook.every_request_id or call.bound.exemplar_due(duration)
+        rid = safe_request_id(meta.get("RequestId")) if due else None
         call.bound.record(status, duration, call.request_bytes, size, None, False, rid, attempts)
     except Exception:
         call.hook.guard.failed("record")

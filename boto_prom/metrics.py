@@ -157,9 +157,8 @@ class Bound:
     def exemplar_due(self, duration: float) -> bool:
         """True when a call of this duration would leave an exemplar: an adapter for which
         reading the request id costs header lookups reads it only then (or for the CSV file)."""
-        metrics = self._metrics
-        return metrics.exemplars and _monotonic() >= self._exemplar_at[
-            bisect_left(metrics.duration_buckets, duration)]
+        at, buckets = self._exemplar_at, self._metrics.duration_buckets
+        return self._metrics.exemplars and _monotonic() >= at[bisect_left(buckets, duration)]
 
     def _observe_with_exemplar(self, duration: float, request_id: str) -> None:
         # A bucket keeps only its latest exemplar until the next scrape: one per bucket per
