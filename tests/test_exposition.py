@@ -296,6 +296,48 @@ def test_head_answers_like_get_and_other_methods_get_405(registry, path):
     connection.close()
 
 
+def test_http_1_0_client_gets_the_whole_scrape_before_the_close(registry):
+    """An HTTP/1.0 client (no keep-alive) reads a large scrape to its last byte."""
+    gauge = Gauge("boto_test_wide", "a wide gauge", ["n"], registry=registry)
+    for n in range(5000):
+        gauge.labels(str(n)).set(n)
+    server = start(registry, "127.0.0.1", 0)
+    with socket.socket() as sock:  # a slow reader: most of the answer waits in the server
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:")][0])
+    assert length > 150_000 and len(body) == length
+    assert body.rstrip().endswith(b'boto_test_wide{n="4999"} 4999.0')
+
+
+def test_shutdown_with_clients_connected_is_quiet(registry, capfd):
+    """Stopping a server that holds idle and half-sent connections prints nothing."""
+    server = MetricsServer("127.0.0.1", 0, registry)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+             for _ in range(20)]
+    socks[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.2)
+    server.shutdown()
+    import gc
+
+    gc.collect()
+    assert capfd.readouterr().err == ""
+    for sock in socks:
+        assert _closed_by_server(sock)
+        sock.close()
+
+
 def test_server_starts_in_under_100_ms_on_daemon_threads(registry):
     """Construction returns a listening server within 100 ms; every thread it runs is a
     daemon, so it never keeps the program alive."""
@@ -311,8 +353,10 @@ def test_server_starts_in_under_100_ms_on_daemon_threads(registry):
         assert all(t.daemon for t in ours)
     finally:
         server.shutdown()
-    with socket.socket() as sock:  # the port is free again
+    with socket.socket() as sock:  # the port is free again (for a server, as ours binds)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
+        sock.listen()
 
 
 def test_malformed_accept_header_is_a_500_without_a_traceback_on_stderr(registry, capfd,
