@@ -157,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             populate(registry, size)
             plain = MetricsServer("127.0.0.1", 0, registry)
             secured = MetricsServer("127.0.0.1", 0, registry,
-                                    app=web_config.wrap(make_app(registry)))
+                                    web_config=web_config)
             try:
                 # Warm the credential cache with a cheap page: bcrypt is paid here, untimed.
                 http_gets(secured.url.replace("/metrics", "/healthz"), 1, auth)

@@ -1,13 +1,15 @@
 """What boto-prom serves and how: the WSGI apps, and the one metrics server of a process.
 
 :func:`make_app` answers ``/metrics`` (prometheus_client's exposition), ``/healthz`` and a
-landing page; :func:`make_multiprocess_app` serves the same from a multiprocess directory. The
-server (:class:`MetricsServer`) is prometheus_client's threading WSGI server plus what a
-long-lived exporter needs and it lacks: a cap on connections, one deadline and a byte budget
-per request, the TLS handshake in the request's thread (not the accept loop), a pause when
-``accept`` fails, no tracebacks on stderr, and one-sentence errors for a busy port or an
-address this machine cannot bind. :func:`serve` starts it once per process; later callers
-reuse it or are told in one sentence why they cannot.
+landing page, to GET and HEAD (any other method gets a 405); :func:`make_multiprocess_app`
+serves the same from a multiprocess directory. The server (:class:`MetricsServer`) is one
+asyncio event loop on a daemon thread, with h11 for HTTP/1.1: every connection waits at the
+cost of a few kilobytes under deadlines of its own (TLS handshake, headers, body, keep-alive),
+so no client, idle, slow or flooding wrong passwords, can keep a scrape from being answered.
+It serves TLS and basic auth from a web config (:mod:`boto_prom.webconfig`), never prints a
+traceback, and fails with one sentence for a busy port or an address this machine cannot bind.
+:func:`serve` starts it once per process; later callers reuse it or are told in one sentence
+why they cannot.
 
 Multiprocess mode: many processes (gunicorn or celery workers) record, one serves.
 prometheus_client switches to it when ``PROMETHEUS_MULTIPROC_DIR`` names a directory *before
@@ -29,23 +31,27 @@ and in the application, ``boto_prom.enable_metrics(conn, start_server=False)``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
 import io
 import logging
+import queue
 import socket
 import ssl
+import sys
 import threading
-import time
-from typing import Callable, Iterable, List, Optional
+import urllib.parse
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
+import h11
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ._version import __version__
 from .settings import (MULTIPROC_ENV, ConfigurationError, ServerSettings,
                        multiprocess_dir_from_env, resolve_server)
-from .webconfig import WSGIApp, load_web_config
+from .webconfig import UNAUTHORIZED, WebConfig, WSGIApp, load_web_config
 
 DEFAULT_PORT = 9875
 """Outside Prometheus (9090), Pushgateway (9091), Alertmanager (9093), Grafana (3000),
@@ -77,7 +83,7 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
     metrics_app = make_wsgi_app(registry)
     landing = _LANDING.format(version=__version__).encode()
 
-    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def get(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
             return metrics_app(environ, start_response)
@@ -89,6 +95,21 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
             return [landing]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics\n"]
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "GET":
+            return get(environ, start_response)
+        if method == "HEAD":  # the GET's status and headers (its length too), no body
+            answer = _call_app(get, dict(environ, REQUEST_METHOD="GET"))
+            headers = answer.headers
+            if not any(name.lower() == "content-length" for name, _ in headers):
+                headers = headers + [("Content-Length", str(len(answer.body)))]
+            start_response(answer.status, headers)
+            return []
+        start_response("405 Method Not Allowed", [
+            ("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")])
+        return [b"method not allowed: use GET or HEAD\n"]
 
     return app
 
@@ -137,138 +158,186 @@ def make_multiprocess_app(path: Optional[str] = None) -> WSGIApp:
 
 # --- the server -------------------------------------------------------------------------------
 
-class _DeadlineReader(io.RawIOBase):
-    """A connection's reads under one deadline and a byte budget, so a client that trickles a
-    byte at a time, or sends megabytes of headers, cannot hold a thread or memory for long."""
+class _DaemonPool:
+    """A few daemon threads taking jobs from a queue: concurrent.futures' pool without its
+    exit-time join, so a scrape or a bcrypt check in flight never holds the program at exit."""
 
-    def __init__(self, sock: socket.socket, seconds: float, budget: int) -> None:
-        self._sock = sock
-        self._deadline = time.monotonic() + seconds
-        self._budget = budget
+    def __init__(self, name: str, threads: int) -> None:
+        self._jobs: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=name, daemon=True)
+                         for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
-    def readable(self) -> bool:
-        return True
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting connection
+                    future.set_exception(exc)
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("request deadline passed")
-        if self._budget <= 0:
-            raise ConnectionAbortedError("request too large")
-        # The socket timeout shrinks with each read; the response's writes get what is left.
-        # On a TLS connection the first read also runs the handshake, under the same deadline.
-        self._sock.settimeout(left)
-        with memoryview(buffer) as view:
-            n = self._sock.recv_into(view[: self._budget])
-        self._budget -= n
-        return n
+    def submit(self, fn: Callable, *args: Any) -> "concurrent.futures.Future":
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
 
-
-class _LogStream(io.StringIO):
-    """wsgiref's error stream: an app's traceback (the client still gets a 500) goes to the
-    boto_prom logger at debug, since any client could otherwise fill the program's stderr."""
-
-    def flush(self) -> None:
-        text = self.getvalue()
-        if text:
-            _log.debug("boto-prom: a metrics request failed:\n%s", text.rstrip())
-            self.seek(0)
-            self.truncate()
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
-class _Handler(_SilentHandler):
-    """prometheus_client's handler (no access log: a scrape every few seconds is not news),
-    reading under the server's deadline and byte budget."""
-
-    server: "MetricsServer"
-
-    def setup(self) -> None:
-        self.timeout = self.server.request_timeout
-        super().setup()
-        # Close the stock reader first: an open makefile() would keep the socket from closing.
-        self.rfile.close()
-        self.rfile = io.BufferedReader(_DeadlineReader(
-            self.connection, self.server.request_timeout, self.server.max_request_bytes))
-
-    def get_stderr(self) -> io.StringIO:
-        return _LogStream()
+class _Answer(NamedTuple):
+    status: str
+    headers: List[Tuple[str, str]]
+    body: bytes
 
 
-class MetricsServer(ThreadingWSGIServer):
-    """A running metrics server: listening from construction, on a daemon thread.
+def _text(status: str, body: str, *headers: Tuple[str, str]) -> _Answer:
+    return _Answer(status, [("Content-Type", "text/plain; charset=utf-8"), *headers],
+                   body.encode())
 
-    Build one with :func:`serve` (the process's one server) unless you want another.
+
+def _call_app(app: WSGIApp, environ: dict) -> _Answer:
+    """One WSGI call, collected whole (a scrape is one body, built at once anyway)."""
+    started: list = []
+    body: List[bytes] = []
+
+    def start_response(status: str, headers: List[Tuple[str, str]],
+                       exc_info: Any = None) -> Callable:
+        if exc_info is not None and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started[:] = [status, list(headers)]
+        return body.append
+
+    try:
+        result = app(environ, start_response)
+        try:
+            body.extend(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return _Answer(started[0], started[1], b"".join(body))
+    except Exception:
+        # A client's bad Accept header or a collector's bug: the client gets a 500; the
+        # traceback goes to the boto_prom logger at debug, since any client could otherwise
+        # fill the program's stderr.
+        _log.debug("boto-prom: a metrics request failed", exc_info=True)
+        return _text("500 Internal Server Error", "internal server error\n")
+
+
+class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+    """asyncio's loop, with a small read buffer per TLS connection.
+
+    From Python 3.11 asyncio gives each TLS connection a 256 KiB read buffer up front: 250 MB
+    for 1,000 idle clients. Ours reads 4 KiB at a time: a scrape's request is a few hundred
+    bytes, and anything longer simply takes more reads. The attributes are asyncio's private
+    ones, so they are looked for, not assumed: where they are not (3.8 to 3.10, which have no
+    such buffer), nothing changes.
+    """
+
+    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
+        transport = super()._make_ssl_transport(*args, **kwargs)  # type: ignore[misc]
+        protocol = getattr(transport, "_ssl_protocol", None)
+        if isinstance(getattr(protocol, "_ssl_buffer", None), bytearray):
+            protocol.max_size = _TLS_READ_BYTES  # type: ignore[union-attr]
+            protocol._ssl_buffer = bytearray(_TLS_READ_BYTES)  # type: ignore[union-attr]
+            protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore
+        return transport
+
+
+_TLS_READ_BYTES = 4096
+
+
+class MetricsServer:
+    """A running metrics server: listening from construction, on daemon threads.
+
+    One asyncio event loop holds every connection, each under deadlines of its own, and h11
+    speaks HTTP/1.1 for it; an idle or trickling client costs kilobytes (tens of them over TLS,
+    most of it OpenSSL's) and nobody else's time. The WSGI app runs in a small pool of threads, bcrypt in a smaller one, so neither a
+    slow collector nor a storm of wrong passwords blocks the loop. Build one with
+    :func:`serve` (the process's one server) unless you want another.
 
     Args:
         addr: the address to bind (an IP address or a host name).
         port: the port; 0 lets the system pick a free one.
         registry: the registry it serves (and that :func:`serve` compares on reuse).
         app: what to serve instead of ``make_app(registry)``.
-        ssl_context: serve HTTPS with this server-side context.
+        ssl_context: serve HTTPS with this server-side context (default: the web config's).
+        web_config: answer only its ``basic_auth_users``, with its headers, over its TLS.
 
     Attributes:
         addr: the address it is bound to.
         port: the port it listens on (the chosen one, when 0 was asked for).
         registry: the registry it serves.
         ssl_context: the server-side TLS context when it serves HTTPS, else None.
-        max_connections: connections served at once; more are closed on accept. Prometheus
-            needs one, and the cap keeps a flood of idle clients from taking every thread and
-            file descriptor. Set it on the class before a server starts.
-        request_timeout: seconds for a whole request (TLS handshake, request line and
-            headers), not per read; Prometheus's default scrape timeout is 10 s too.
-        max_request_bytes: bytes a request may send: a scrape's headers are well under 1 KiB,
-            and no body is read.
+
+    The limits below are class attributes: set them on the class (or a subclass) before a
+    server starts. Seconds are per connection, and a client past one is closed without an
+    answer.
+
+    Attributes:
+        handshake_timeout: seconds for the TLS handshake, from the connection.
+        header_timeout: seconds for a request line and headers, from the connection (the
+            first request) or from the request's first byte (the next ones).
+        body_timeout: seconds for a request body, after its headers (scrapes send none).
+        idle_timeout: seconds a kept-alive connection may wait for its next request; longer
+            than a one-minute scrape interval, so Prometheus keeps its connection.
+        write_timeout: seconds for the client to take an answer.
+        max_request_bytes: bytes of headers, and bytes of body, a request may send.
+        max_connections: connections held at once; past it, the one that has waited longest
+            for its request is closed to make room (never one being answered).
+        max_auth_waiting: requests waiting for a bcrypt check; more get a 503 at once.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
     """
 
-    max_connections = 16
-    request_timeout = 10.0
+    handshake_timeout = 10.0
+    header_timeout = 10.0
+    body_timeout = 10.0
+    idle_timeout = 75.0
+    write_timeout = 10.0
     max_request_bytes = 64 * 1024
-    allow_reuse_address = True
-    # wsgiref's listen backlog of 5 drops the SYNs of a burst of connections (the client retries
-    # a second later); room for a full set of connections keeps a scrape from waiting on that.
-    request_queue_size = 32
+    max_connections = 10_000
+    max_auth_waiting = 64
+    app_threads = 2
+    auth_threads = 1  # bcrypt is CPU-heavy by design: one check at a time, as Go does
+    # Room for a burst of connections: a SYN dropped by a full backlog costs a client a second.
+    backlog = 1024
 
     def __init__(self, addr: str, port: int, registry: CollectorRegistry,
                  app: Optional[WSGIApp] = None,
-                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 web_config: Optional[WebConfig] = None) -> None:
         self.addr = addr
         self.registry = registry
+        self.app = app or make_app(registry)
+        self.web_config = web_config
+        if ssl_context is None and web_config is not None:
+            ssl_context = web_config.ssl_context
         self.ssl_context = ssl_context
-        self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._accept_failed = False
-        try:
-            infos = socket.getaddrinfo(addr, None, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-        except socket.gaierror:
-            raise ConfigurationError(
-                f"addr {addr!r} is not an address or host name this machine can bind; pass "
-                "addr= (or set BOTO_PROM_ADDR) to an address such as 127.0.0.1 or 0.0.0.0."
-            ) from None
-        self.address_family = infos[0][0]
-        try:
-            super().__init__((addr, port), _Handler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigurationError(
-                    f"port {port} on {addr} is already in use; pass port= (or set "
-                    "BOTO_PROM_PORT) to a free port, or port=0 to let the system pick one."
-                ) from None
-            raise ConfigurationError(
-                f"cannot listen on {addr} port {port} ({exc.strerror or exc}); pass addr= and "
-                "port= (or BOTO_PROM_ADDR and BOTO_PROM_PORT) that this machine can bind."
-            ) from None
-        self.set_app(app or make_app(registry))
-        if ssl_context is not None:
-            # The handshake runs on the first read, in the request's own thread, so a client
-            # that never finishes it cannot stall the accept loop.
-            self.socket = ssl_context.wrap_socket(
-                self.socket, server_side=True, do_handshake_on_connect=False)
-        self.port: int = self.server_port
-        self._thread = threading.Thread(target=self.serve_forever, name="boto-prom-server",
-                                        daemon=True)
+        self._sock = _listen(addr, port)
+        self.port: int = self._sock.getsockname()[1]
+        self._waiting: Dict[asyncio.StreamWriter, None] = {}  # oldest first
+        self._connections: Set[asyncio.StreamWriter] = set()
+        self._auth_waiting = 0
+        self._accept_failed_at = 0.0
+        self._closed = False
+        self._app_pool = _DaemonPool("boto-prom-app", self.app_threads)
+        self._auth_pool = _DaemonPool("boto-prom-auth", self.auth_threads)
+        self._loop = _Loop()
+        self._loop.set_exception_handler(self._loop_error)
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,),
+                                        name="boto-prom-server", daemon=True)
         self._thread.start()
+        ready.wait()
 
     @property
     def url(self) -> str:
@@ -280,44 +349,239 @@ class MetricsServer(ThreadingWSGIServer):
         return f"{scheme}://{host}:{self.port}/metrics"
 
     def shutdown(self) -> None:
-        """Stop serving and free the port."""
-        super().shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
-
-    def get_request(self) -> tuple:
-        try:
-            return super().get_request()
-        except OSError as exc:
-            # Out of file descriptors (EMFILE), accept fails at once while the listening socket
-            # stays readable: without a pause the loop spins at 100% CPU.
-            level = logging.DEBUG if self._accept_failed else logging.WARNING
-            self._accept_failed = True
-            _log.log(level, "boto-prom: the metrics server cannot accept a connection (%s); "
-                     "retrying every 0.1 s", exc)
-            time.sleep(0.1)
-            raise
-
-    def process_request(self, request: socket.socket, client_address: object) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
+        """Stop serving, close every connection and free the port."""
+        if self._closed:
             return
+        self._closed = True
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()  # no thread started (the caller closes the connection)
-            raise
-
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
-        try:
-            super().process_request_thread(request, client_address)
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=5)
         finally:
-            self._slots.release()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._app_pool.shutdown()
+            self._auth_pool.shutdown()
+            self._sock.close()
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A client that hangs up, times out, fails the TLS handshake (plain HTTP to the TLS
-        # port, no client certificate) or sends garbage is routine: no traceback on stderr.
-        _log.debug("boto-prom: metrics client %s", client_address, exc_info=True)
+    # -- the loop's thread
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        tls = {} if self.ssl_context is None else {
+            "ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
+        self._server = self._loop.run_until_complete(asyncio.start_server(
+            self._connection, sock=self._sock, backlog=self.backlog,
+            limit=self.max_request_bytes, **tls))
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    async def _stop(self) -> None:
+        self._server.close()
+        for writer in list(self._connections):
+            writer.transport.abort()
+        # Finish every connection's task, so none is destroyed pending (asyncio would print).
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE,
+                                                      errno.ENOBUFS, errno.ENOMEM):
+            # asyncio stops accepting for a second, then retries; but it reports the failure
+            # once per connection waiting in the backlog: warn once, then at most once a
+            # second at debug.
+            now = self._loop.time()
+            if now - self._accept_failed_at >= 1:
+                level = logging.DEBUG if self._accept_failed_at else logging.WARNING
+                self._accept_failed_at = now
+                _log.log(level, "boto-prom: the metrics server cannot accept a connection "
+                         "(%s); retrying every second", exc)
+            return
+        # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port, no
+        # client certificate) is routine: never a traceback on stderr.
+        _log.debug("boto-prom: metrics server: %s", context.get("message"), exc_info=exc)
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        if len(self._connections) > self.max_connections and self._waiting:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_request_bytes)
+        try:
+            deadline = self._loop.time() + self.header_timeout
+            while True:
+                self._waiting[writer] = None
+                request = await self._request(conn, reader, deadline)
+                self._waiting.pop(writer, None)
+                if not isinstance(request, h11.Request):
+                    return  # the client hung up between requests
+                answer = await self._answer(conn, reader, request, writer)
+                await self._send(conn, writer, request, answer)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+                deadline = None
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status = exc.error_status_hint
+                phrase = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
+                await self._send(conn, writer, None,
+                                 _text(f"{status} {phrase}", "bad request\n"), close=True)
+        except (asyncio.TimeoutError, ConnectionError, OSError, h11.LocalProtocolError):
+            pass  # past a deadline, hung up, or reset: nothing to say to it
+        finally:
+            self._waiting.pop(writer, None)
+            self._connections.discard(writer)
+            # close, not abort: an answer still in the buffer goes out first (HTTP/1.0
+            # clients, a 413), under the write deadline.
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), self.write_timeout)
+            except (asyncio.TimeoutError, OSError):
+                writer.transport.abort()
+
+    async def _read(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                    deadline: float) -> Any:
+        """conn's next event, reading until it comes or the deadline passes."""
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            left = deadline - self._loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            conn.receive_data(await asyncio.wait_for(reader.read(8192), left))
+
+    async def _request(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                       deadline: Optional[float]) -> Any:
+        """The next request's head; deadline None: a kept-alive connection, idle until then."""
+        if deadline is None:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # pipelined: already here
+            conn.receive_data(await asyncio.wait_for(reader.read(8192), self.idle_timeout))
+            deadline = self._loop.time() + self.header_timeout
+        return await self._read(conn, reader, deadline)
+
+    async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                      request: h11.Request, writer: asyncio.StreamWriter) -> _Answer:
+        headers = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in request.headers}  # h11 lowercases names
+        declared = headers.get("content-length")
+        if declared is not None and int(declared) > self.max_request_bytes:
+            return _text("413 Content Too Large", "request too large\n")
+        body = b""
+        deadline = self._loop.time() + self.body_timeout
+        while True:
+            event = await self._read(conn, reader, deadline)
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError
+            body += event.data
+            if len(body) > self.max_request_bytes:
+                return _text("413 Content Too Large", "request too large\n")
+        config = self.web_config
+        if config is not None and config.users:
+            authorization = headers.get("authorization")
+            verdict = config.cached(authorization)
+            if verdict is None:
+                if self._auth_waiting >= self.max_auth_waiting:
+                    return _text("503 Service Unavailable", "too many password checks; try "
+                                 "again\n", ("Retry-After", "1"))
+                self._auth_waiting += 1
+                try:
+                    verdict = await asyncio.wrap_future(
+                        self._auth_pool.submit(config.check, authorization))
+                finally:
+                    self._auth_waiting -= 1
+            if not verdict:
+                return _Answer(*UNAUTHORIZED)
+        environ = self._environ(request, headers, body, writer)
+        return await asyncio.wrap_future(self._app_pool.submit(_call_app, self.app, environ))
+
+    def _environ(self, request: h11.Request, headers: Dict[str, str], body: bytes,
+                 writer: asyncio.StreamWriter) -> dict:
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        peer = writer.get_extra_info("peername") or ("", 0)
+        environ = {
+            "REQUEST_METHOD": request.method.decode("ascii"),
+            "SCRIPT_NAME": "",
+            "PATH_INFO": urllib.parse.unquote(path, "latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.addr,
+            "SERVER_PORT": str(self.port),
+            "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+            "REMOTE_ADDR": peer[0],
+            "CONTENT_LENGTH": str(len(body)) if body else "",
+            "CONTENT_TYPE": headers.get("content-type", ""),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http" if self.ssl_context is None else "https",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in headers.items():
+            if name not in ("content-length", "content-type"):
+                environ["HTTP_" + name.upper().replace("-", "_")] = value
+        return environ
+
+    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                    request: Optional[h11.Request], answer: _Answer,
+                    close: bool = False) -> None:
+        code, _, reason = answer.status.partition(" ")
+        headers = list(answer.headers)
+        if self.web_config is not None:
+            headers += self.web_config.headers
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers.append(("Content-Length", str(len(answer.body))))
+        if close or conn.their_state is not h11.DONE:
+            headers.append(("Connection", "close"))  # a body left unread: no next request
+        writer.write(conn.send(h11.Response(status_code=int(code), reason=reason,
+                                            headers=headers)))
+        if request is None or request.method != b"HEAD":
+            writer.write(conn.send(h11.Data(data=answer.body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await asyncio.wait_for(writer.drain(), self.write_timeout)
+
+
+def _listen(addr: str, port: int) -> socket.socket:
+    """A listening socket on addr and port, or one sentence saying why not."""
+    try:
+        infos = socket.getaddrinfo(addr, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ConfigurationError(
+            f"addr {addr!r} is not an address or host name this machine can bind; pass "
+            "addr= (or set BOTO_PROM_ADDR) to an address such as 127.0.0.1 or 0.0.0.0."
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(MetricsServer.backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {addr} is already in use; pass port= (or set "
+                "BOTO_PROM_PORT) to a free port, or port=0 to let the system pick one."
+            ) from None
+        raise ConfigurationError(
+            f"cannot listen on {addr} port {port} ({exc.strerror or exc}); pass addr= and "
+            "port= (or BOTO_PROM_ADDR and BOTO_PROM_PORT) that this machine can bind."
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 # --- the process's one server -----------------------------------------------------------------
@@ -353,14 +617,13 @@ def serve(server: ServerSettings, registry: CollectorRegistry) -> MetricsServer:
             app = make_multiprocess_app(server.multiprocess_dir)
         else:
             app = make_app(registry)
-        ssl_context = None
+        config = None
         if server.web_config is not None:
             config = load_web_config(server.web_config)
-            app, ssl_context = config.wrap(app), config.ssl_context
         try:
             _server = MetricsServer(DEFAULT_ADDR if server.addr is None else server.addr,
                                     DEFAULT_PORT if server.port is None else server.port,
-                                    registry, app, ssl_context)
+                                    registry, app, web_config=config)
         except ConfigurationError as exc:
             if server.multiprocess_dir is None:
                 raise

@@ -94,6 +94,13 @@ _BCRYPT_RE = re.compile(rb"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 _CACHE_SIZE = 16
 """Verified (user, password) pairs remembered, so that a scrape does not pay bcrypt's cost."""
 
+UNAUTHORIZED: Tuple[str, List[Tuple[str, str]], bytes] = (
+    "401 Unauthorized",
+    [("Content-Type", "text/plain; charset=utf-8"),
+     ("WWW-Authenticate", 'Basic realm="boto-prom", charset="UTF-8"')],
+    b"Unauthorized\n")
+"""The answer to a request without a configured user's password: status, headers, body."""
+
 _HASH_HELP = ("make one with: python -c \"import bcrypt, getpass; "
               "print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())\"")
 
@@ -132,23 +139,40 @@ class WebConfig:
         # bcrypt is CPU-heavy by design: one check at a time, like the exporter-toolkit.
         self._bcrypt_lock = threading.Lock()
 
-    def check(self, authorization: Optional[str]) -> bool:
-        """True when an ``Authorization`` header carries a configured user's password."""
+    def _cache_key(self, authorization: Optional[str]) -> Optional[Tuple[bytes, bytes, bytes]]:
+        """(cache key, user, password) of a Basic ``Authorization`` header, else None."""
         if not authorization or authorization[:6].lower() != "basic ":
-            return False
+            return None
         try:
             raw = base64.b64decode(authorization[6:].strip(), validate=True)
         except (binascii.Error, ValueError):
-            return False
+            return None
         user, sep, password = raw.partition(b":")
         if not sep:
-            return False
+            return None
         key = hmac.new(self._key, len(user).to_bytes(4, "big") + user + password,
                        hashlib.sha256).digest()
+        return key, user, password
+
+    def cached(self, authorization: Optional[str]) -> Optional[bool]:
+        """What can be said without bcrypt: True for remembered credentials, False for a
+        header that can never pass, None when only :meth:`check` can tell (a server runs
+        that in a pool of its own, off the thread that answers everyone else)."""
+        parsed = self._cache_key(authorization)
+        if parsed is None:
+            return False
         with self._cache_lock:
-            if key in self._verified:
-                self._verified.move_to_end(key)
+            if parsed[0] in self._verified:
+                self._verified.move_to_end(parsed[0])
                 return True
+        return None
+
+    def check(self, authorization: Optional[str]) -> bool:
+        """True when an ``Authorization`` header carries a configured user's password."""
+        verdict = self.cached(authorization)
+        if verdict is not None:
+            return verdict
+        key, user, password = self._cache_key(authorization)  # type: ignore[misc]
         hashed = self.users.get(user)
         with self._bcrypt_lock:
             try:
@@ -174,11 +198,9 @@ class WebConfig:
 
         def secured(environ: dict, start_response: Callable) -> Iterable[bytes]:
             if users and not self.check(environ.get("HTTP_AUTHORIZATION")):
-                start_response("401 Unauthorized", [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("WWW-Authenticate", 'Basic realm="boto-prom", charset="UTF-8"'),
-                ] + extra)
-                return [b"Unauthorized\n"]
+                status, headers, body = UNAUTHORIZED
+                start_response(status, headers + extra)
+                return [body]
             if not extra:
                 return app(environ, start_response)
 

@@ -3,8 +3,9 @@ real promtool, and fed by real worker processes recording into one directory."""
 
 from __future__ import annotations
 
-import errno
+import http.client
 import logging
+import os
 import socket
 import subprocess
 import threading
@@ -166,48 +167,196 @@ def _closed_by_server(sock):
         return True
 
 
-def test_connections_past_the_cap_are_closed_while_a_scrape_still_succeeds(registry):
-    """With every slot held by idle clients a new connection is closed at once, and a scrape
-    gets through as soon as a slot frees."""
+def test_past_the_connection_cap_the_longest_waiting_client_makes_room(registry, monkeypatch):
+    """With every connection slot held by idle clients, a new client is served at once: the
+    one that has waited longest for its request is closed to make room."""
+    monkeypatch.setattr(MetricsServer, "max_connections", 8)
     server = start(registry, "127.0.0.1", 0)
     address = ("127.0.0.1", server.port)
-    held = [socket.create_connection(address, timeout=5)
-            for _ in range(server.max_connections)]
+    held = []
     try:
-        with socket.create_connection(address, timeout=5) as extra:
-            started = time.monotonic()
-            assert _closed_by_server(extra)
-            assert time.monotonic() - started < 2
-        held.pop().close()
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                assert fetch(server.url)[0] == 200
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "no slot came free"
-                time.sleep(0.05)
+        for _ in range(8):
+            held.append(socket.create_connection(address, timeout=5))
+            time.sleep(0.01)  # an order the server sees too
+        started = time.monotonic()
+        assert fetch(server.url)[0] == 200
+        assert time.monotonic() - started < 1
+        assert _closed_by_server(held[0]), "the oldest idle client makes room"
+        held[-1].settimeout(0.2)
+        assert not _closed_by_server(held[-1]), "the newest keeps its place"
     finally:
         for sock in held:
             sock.close()
 
 
-def test_slowloris_client_is_cut_off_at_the_request_deadline(registry, monkeypatch):
+def _cut_off_after(sock, chunk, interval, limit=5.0):
+    """Seconds until the server closes sock while chunk is sent every interval seconds."""
+    sock.settimeout(interval)
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            if chunk:
+                sock.sendall(chunk)
+        except OSError:
+            break
+        if _closed_by_server(sock):
+            break
+    return time.monotonic() - started
+
+
+def test_slowloris_client_is_cut_off_at_the_header_deadline(registry, monkeypatch):
     """A client trickling a header byte every 0.2 s is cut off at the (here 1 s) deadline."""
-    monkeypatch.setattr(MetricsServer, "request_timeout", 1)
+    monkeypatch.setattr(MetricsServer, "header_timeout", 1)
     server = start(registry, "127.0.0.1", 0)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        sock.settimeout(0.2)
-        started = time.monotonic()
-        while time.monotonic() - started < 5:
-            try:
-                sock.sendall(b"X")
-            except OSError:
+        assert 0.8 < _cut_off_after(sock, b"X", 0.2) < 3
+
+
+def test_silent_client_is_cut_off_at_the_header_deadline(registry, monkeypatch):
+    """A client that connects and says nothing is closed at the header deadline."""
+    monkeypatch.setattr(MetricsServer, "header_timeout", 1)
+    server = start(registry, "127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        assert 0.8 < _cut_off_after(sock, b"", 0.2) < 3
+
+
+def test_trickled_body_is_cut_off_at_the_body_deadline(registry, monkeypatch):
+    """A request whose body comes a byte at a time is closed at the body deadline."""
+    monkeypatch.setattr(MetricsServer, "body_timeout", 1)
+    server = start(registry, "127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        assert 0.8 < _cut_off_after(sock, b"X", 0.2) < 3
+
+
+def test_kept_alive_connection_is_served_again_then_closed_when_idle(registry, monkeypatch):
+    """One connection carries several scrapes, and is closed after the idle deadline."""
+    monkeypatch.setattr(MetricsServer, "idle_timeout", 1)
+    server = start(registry, "127.0.0.1", 0)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for _ in range(3):
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"ok\n")
+    started = time.monotonic()
+    assert _closed_by_server(connection.sock)
+    assert 0.8 < time.monotonic() - started < 3
+    connection.close()
+
+
+def _answer_or_reset(port, request):
+    """The server's whole answer to request, or b"" when it reset the connection first."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        answer = b""
+        try:
+            sock.sendall(request)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return answer
+                answer += chunk
+        except ConnectionError:
+            return answer
+
+
+def test_oversized_headers_and_bodies_are_refused(registry):
+    """Headers past 64 KiB get a 431 (or a reset), a body past it a 413, and the connection
+    is closed; neither is served."""
+    server = start(registry, "127.0.0.1", 0)
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    answer = _answer_or_reset(server.port, big)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    answer = _answer_or_reset(server.port,
+                              b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/metrics"])
+def test_head_answers_like_get_and_other_methods_get_405(registry, path):
+    """HEAD gives GET's status and headers without a body; POST, PUT, DELETE, OPTIONS get a
+    405 naming GET and HEAD, on every path."""
+    Gauge("boto_test_gauge", "a gauge", registry=registry).set(1)
+    server = start(registry, "127.0.0.1", 0)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request("GET", path)
+    got = connection.getresponse()
+    body = got.read()
+    connection.request("HEAD", path)
+    head = connection.getresponse()
+    assert head.read() == b"" and head.status == got.status == 200
+    assert head.getheader("Content-Type") == got.getheader("Content-Type")
+    assert int(head.getheader("Content-Length")) == len(body) > 0
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        connection.request(method, path, body=b"x" if method != "OPTIONS" else None)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 405, method
+        assert response.getheader("Allow") == "GET, HEAD"
+    connection.close()
+
+
+def test_http_1_0_client_gets_the_whole_scrape_before_the_close(registry):
+    """An HTTP/1.0 client (no keep-alive) reads a large scrape to its last byte."""
+    gauge = Gauge("boto_test_wide", "a wide gauge", ["n"], registry=registry)
+    for n in range(5000):
+        gauge.labels(str(n)).set(n)
+    server = start(registry, "127.0.0.1", 0)
+    with socket.socket() as sock:  # a slow reader: most of the answer waits in the server
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
                 break
-            if _closed_by_server(sock):
-                break
-        assert time.monotonic() - started < 3
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:")][0])
+    assert length > 150_000 and len(body) == length
+    assert body.rstrip().endswith(b'boto_test_wide{n="4999"} 4999.0')
+
+
+def test_shutdown_with_clients_connected_is_quiet(registry, capfd):
+    """Stopping a server that holds idle and half-sent connections prints nothing."""
+    server = MetricsServer("127.0.0.1", 0, registry)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+             for _ in range(20)]
+    socks[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.2)
+    server.shutdown()
+    import gc
+
+    gc.collect()
+    assert capfd.readouterr().err == ""
+    for sock in socks:
+        assert _closed_by_server(sock)
+        sock.close()
+
+
+def test_server_starts_in_under_100_ms_on_daemon_threads(registry):
+    """Construction returns a listening server within 100 ms; every thread it runs is a
+    daemon, so it never keeps the program alive."""
+    started = time.monotonic()
+    server = MetricsServer("127.0.0.1", 0, registry)
+    elapsed = time.monotonic() - started
+    try:
+        assert elapsed < 0.1, elapsed
+        assert fetch(server.url)[0] == 200
+        ours = [t for t in threading.enumerate() if t.name.startswith("boto-prom-")]
+        assert {t.name for t in ours} >= {"boto-prom-server", "boto-prom-app",
+                                          "boto-prom-auth"}
+        assert all(t.daemon for t in ours)
+    finally:
+        server.shutdown()
+    with socket.socket() as sock:  # the port is free again (for a server, as ours binds)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", server.port))
+        sock.listen()
 
 
 def test_malformed_accept_header_is_a_500_without_a_traceback_on_stderr(registry, capfd,
@@ -225,32 +374,35 @@ def test_malformed_accept_header_is_a_500_without_a_traceback_on_stderr(registry
     assert "Traceback" in caplog.text
 
 
-class _OutOfFds:
-    """The listening socket of a process out of file descriptors: accept fails with EMFILE."""
+def test_accept_failures_pause_and_warn_once_instead_of_spinning(registry, caplog):
+    """Out of file descriptors, the server retries accept every second (not thousands of
+    times), warns once, and serves again when descriptors are back."""
+    import resource
 
-    def __init__(self, sock):
-        self.sock, self.calls = sock, 0
-
-    def accept(self):
-        self.calls += 1
-        raise OSError(errno.EMFILE, "Too many open files")
-
-    def __getattr__(self, name):
-        return getattr(self.sock, name)
-
-
-def test_accept_failures_pause_and_warn_once_instead_of_spinning(registry, monkeypatch,
-                                                                 caplog):
-    """While accept fails the loop retries every 0.1 s (not thousands of times) and warns once."""
+    caplog.set_level(logging.DEBUG, logger="boto_prom")
     server = start(registry, "127.0.0.1", 0)
-    # socket is the listening socket of every socketserver server (a documented attribute).
-    failing = _OutOfFds(server.socket)
-    monkeypatch.setattr(server, "socket", failing)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
-        time.sleep(0.5)
-    assert 1 <= failing.calls <= 10
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "cannot accept" in warnings[0].getMessage()
+    cpu = time.process_time()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+        while True:  # every descriptor left goes to a client: the server can accept none
+            try:
+                clients.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            except OSError:
+                break
+        time.sleep(2.5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert time.process_time() - cpu < 1, "no spinning while accept fails"
+    failures = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert 1 <= len(failures) <= 5
+    assert [r.levelno for r in failures].count(logging.WARNING) == 1
+    try:
+        assert fetch(server.url)[0] == 200
+    finally:
+        for sock in clients:
+            sock.close()
 
 
 @needs_boto2

@@ -10,6 +10,8 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -335,3 +337,40 @@ def test_real_prometheus_scrapes_over_mtls_with_basic_auth(aws, registry, pki, t
         assert series[0]["metric"]["action"] == "DescribeVolumes"
     finally:
         stop(proc)
+
+
+def test_cached_password_is_answered_during_a_wrong_password_storm(pki, registry):
+    """32 clients looping on wrong passwords (each a full bcrypt check, here cost 10) do not
+    queue a remembered password behind them: it is answered in well under a second, and the
+    storm's own answers are all 401s."""
+    from boto_prom.exposition import MetricsServer
+
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    text = tls_config(pki, users=False) + f"basic_auth_users:\n  {USER}: '{hashed}'\n"
+    config = load_web_config(write_config(pki, text, "storm.yml"))
+    server = MetricsServer("127.0.0.1", 0, registry, web_config=config)
+    context = client_context(pki)
+    try:
+        assert fetch(server.url, context, USER, PASSWORD)[0] == 200  # pays bcrypt once
+        stop, statuses = time.monotonic() + 4, []
+
+        def storm():
+            while time.monotonic() < stop:
+                statuses.append(fetch(server.url, context, USER, "wrong")[0])
+
+        threads = [threading.Thread(target=storm, daemon=True) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)  # the bcrypt queue is full by now
+        slowest = 0.0
+        while time.monotonic() < stop - 0.5:
+            started = time.monotonic()
+            assert fetch(server.url, context, USER, PASSWORD)[0] == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.2)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        server.shutdown()
+    assert slowest < 1.0, slowest
+    assert statuses and set(statuses) <= {401, 503}, set(statuses)
