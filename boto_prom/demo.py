@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -304,6 +305,7 @@ def run_demo(
     registry = REGISTRY if registry is None else registry
     stop = stop or threading.Event()
     interactive = out.isatty()
+    previous = None  # the SIGINT handler while a Ctrl-C ends the demo
     with LocalAWS() as aws:
         server_box: List[Any] = []
 
@@ -341,9 +343,21 @@ def run_demo(
                     if delay > 0:
                         stop.wait(delay)
         except KeyboardInterrupt:
-            pass
+            # A second Ctrl-C (or one signal sent to the process and to its group, as timeout
+            # does) would cut the summary and the clean-up short: the demo is ending anyway.
+            previous = _ignore_interrupts()
         if interactive:
             print(file=out)
         print("done: " + progress_line(registry, time.monotonic() - start, before), file=out,
               flush=True)
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
     return steps
+
+
+def _ignore_interrupts() -> Any:
+    """Ignore SIGINT until the demo has ended, when this is the main thread (only it may set
+    handlers); returns the handler to put back, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -62,6 +62,30 @@ def test_demo_serves_metrics_and_stops_on_ctrl_c():
 
 
 @needs_boto2
+def test_demo_ends_cleanly_on_two_interrupts_at_once():
+    """SIGINT sent to the demo and then to its process group (as timeout does, or a Ctrl-C
+    pressed twice) still ends it with its summary line and exit 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", "50"],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert "metrics on" in proc.stderr.readline()
+        proc.stderr.readline()  # "Ctrl-C to stop."
+        proc.stderr.readline()  # the first progress line: the workload runs
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.05)  # the second lands while the demo sums up and cleans up
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "done: requests" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@needs_boto2
 def test_demo_busy_port_is_one_sentence(capsys):
     """A busy metrics port ends the demo with exit 2 and one sentence, no traceback."""
     import socket
