@@ -3,6 +3,7 @@ parse their arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -34,14 +35,34 @@ def test_demo_runs_for_its_duration_and_reports():
     assert requests >= 60 and 0 < errors < requests
 
 
+@contextlib.contextmanager
+def demo_process(rate):
+    """``python -m boto_prom demo`` in a session of its own, killed if a test leaves it
+    running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", str(rate)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_ended_cleanly(proc):
+    """The demo exits 0 with its summary line and no traceback."""
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "done: requests" in err and "Traceback" not in err
+
+
 @needs_boto2
 def test_demo_serves_metrics_and_stops_on_ctrl_c():
     """While the demo runs its /metrics has boto 2 and boto3 traffic from five services;
     SIGINT ends it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", "100"],
-        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
+    with demo_process(rate=100) as proc:
         line = proc.stderr.readline()
         url = re.search(r"metrics on (\S+)", line).group(1)
         deadline = time.monotonic() + 30
@@ -52,37 +73,21 @@ def test_demo_serves_metrics_and_stops_on_ctrl_c():
             time.sleep(0.2)
         assert services == {"ec2", "s3", "dynamodb", "iam", "sqs"}
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "done: requests" in err and "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_ended_cleanly(proc)
 
 
 @needs_boto2
 def test_demo_ends_cleanly_on_two_interrupts_at_once():
     """SIGINT sent to the demo and then to its process group (as timeout does, or a Ctrl-C
     pressed twice) still ends it with its summary line and exit 0."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", "50"],
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
+    with demo_process(rate=50) as proc:
         assert "metrics on" in proc.stderr.readline()
         proc.stderr.readline()  # "Ctrl-C to stop."
         proc.stderr.readline()  # the first progress line: the workload runs
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.05)  # the second lands while the demo sums up and cleans up
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "done: requests" in err and "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_ended_cleanly(proc)
 
 
 @needs_boto2
