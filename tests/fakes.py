@@ -1,4 +1,5 @@
-"""Tiny stand-ins for what boto 2 hands a request hook, for malformed-input tests."""
+"""Tiny stand-ins: what boto 2 hands a request hook (for malformed-input tests), and a sink
+that keeps records."""
 
 
 class FakeResponse:
@@ -14,3 +15,15 @@ class FakeResponse:
 
 class Bare:
     """An object with nothing boto would put on a request or a response."""
+
+
+class KeptRecords:
+    """A sink that keeps the records it is handed, as the CSV sink would queue them."""
+
+    wants_request_id = True
+
+    def __init__(self):
+        self.records = []
+
+    def record(self, rec):
+        self.records.append(rec)

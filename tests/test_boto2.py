@@ -406,24 +406,17 @@ def test_every_call_of_a_label_set_gives_the_same_record(registry):
     from boto_prom.metrics import metrics_for
     from boto_prom.recorder import Recorder
 
-    class Rows:
-        wants_request_id = True
+    from tests.fakes import KeptRecords
 
-        def __init__(self):
-            self.rows = []
-
-        def record(self, rec):
-            self.rows.append(rec)
-
-    rows = Rows()
+    rows = KeptRecords()
     recorder = Recorder(metrics_for(registry), csv=rows)
     for status, error in ((200, False), (400, False), (503, True)):
         hook = BotoRequestHook(recorder=recorder, **EC2)
-        del rows.rows[:]
+        del rows.records[:]
         for _ in range(3):
             hook.handle_request_data(_request(), _http_response(b"<r/>", status), error)
-        fields = {rec[:5] + rec[6:11] for rec in rows.rows}
-        assert len(rows.rows) == 3 and len(fields) == 1, fields
+        fields = {rec[:5] + rec[6:11] for rec in rows.records}
+        assert len(rows.records) == 3 and len(fields) == 1, fields
         assert fields.pop() == (
             "boto2", "ec2", "us-west-2", "DescribeVolumes", str(status), 100, 4,
             str(status) if status >= 400 else None, status == 503, "59dbff89-35bd-4eac-99ed")

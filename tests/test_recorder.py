@@ -14,23 +14,12 @@ from boto_prom.record import RequestRecord
 from boto_prom.recorder import Recorder
 from boto_prom.settings import csv_settings
 from tests.conftest import HAS_BOTO2
+from tests.fakes import KeptRecords
 
 needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
 
 EC2 = ("ec2", "us-west-2", "DescribeVolumes")
 EC2_LABELS = dict(aws_service="ec2", aws_region="us-west-2", action="DescribeVolumes")
-
-
-class _Keep:
-    """A sink that keeps the records it is handed, as the CSV sink would queue them."""
-
-    wants_request_id = True
-
-    def __init__(self):
-        self.records = []
-
-    def record(self, rec):
-        self.records.append(rec)
 
 
 class _Broken:
@@ -91,7 +80,7 @@ def test_the_bound_records_into_the_recorders_registry(registry):
 
 def test_a_csv_wrapped_bound_records_the_metrics_and_one_record(registry):
     """With a CSV sink the bound records the metrics and hands the sink one immutable record."""
-    keep = _Keep()
+    keep = KeptRecords()
     recorder = Recorder(metrics_for(registry), csv=keep)
     assert recorder.every_request_id
     bound = recorder.bind("boto2", *EC2)
@@ -138,7 +127,7 @@ def test_a_csv_wrapped_bound_queues_one_row(registry, tmp_path):
 
 def test_a_csv_row_keeps_the_labels_the_metrics_fold(registry):
     """Past the cap the metrics count action="_other", but the record keeps the real action."""
-    keep = _Keep()
+    keep = KeptRecords()
     recorder = Recorder(metrics_for(registry, max_label_sets=1), csv=keep)
     recorder.bind("boto2", *EC2).record("200", 0.1, None, None, None, False, None)
     folded = recorder.bind("boto2", "ec2", "us-west-2", "DescribeImages")
