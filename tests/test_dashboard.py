@@ -242,6 +242,22 @@ def test_queries_on_optional_metrics_fall_back_to_zero(dashboard):
                 f"{panel['title']} query {target['refId']}")
 
 
+def test_no_query_names_a_job(dashboard):
+    """The job variable lists the jobs that serve boto-prom's own build-info metric, whatever
+    they are called (present from start-up, before any AWS call), and no variable or panel
+    selects a job by name, so the dashboard works for any job."""
+    job = next(v for v in gd.variables(dashboard) if v["name"] == "job")
+    selector, label = gd.label_values(job)
+    (sel,) = promql.parse(selector).selectors
+    assert (sel.metric, sel.matchers, label) == ("boto_prom_build_info", [], "job")
+    exprs = [target["expr"] for _, target in gd.targets(dashboard)]
+    exprs += [gd.label_values(v)[0] for v in gd.variables(dashboard)
+              if v["type"] == "query" and v["name"] != "job"]
+    for sel in (s for expr in exprs for s in promql.parse(expr).selectors):
+        jobs = [m for m in sel.matchers if m[0] == "job"]
+        assert jobs == [("job", "=~", "$job")], (sel.metric, jobs)
+
+
 def test_every_query_is_valid_promql(dashboard, tmp_path):
     """Every panel query and variable selector, with variables filled in, passes promtool."""
     values = {**gd.all_values(dashboard), "__rate_interval": "1m", "__interval": "15s",
