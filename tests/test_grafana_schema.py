@@ -12,7 +12,8 @@ itself reads and writes, and nothing more:
 - String enums (``"line"``, ``"table"``) are typed as TypeScript enums, which a string literal
   does not satisfy; LOOSE turns each enum into the union of its string values.
 - The schema lags Grafana on query variables: Grafana writes a ``definition`` (the query's text,
-  shown in the editor) that VariableModel does not declare; QueryVariableLag adds that one key.
+  shown in the editor) that VariableModel does not declare; QueryVariableLag adds that one key,
+  to query variables only.
 A panel's options are Partial at the top: Grafana merges them over the plugin's defaults when it
 loads a panel, so a saved panel may leave out any of them (the stat panel's
 ``percentChangeColorMode``, the table's ``frameIndex``); what it does write must be right.
@@ -48,9 +49,11 @@ type Loose<T> = T extends string ? `${T}`
   : T extends object ? { [K in keyof T]: Loose<T[K]> }
   : T;
 // The schema lags Grafana here: query variables carry a definition, VariableModel lacks it.
-type QueryVariableLag = { definition?: string };
+type QueryVariableLag = { type: 'query'; definition?: string };
+type OtherVariable = { type: Exclude<Loose<VariableModel>['type'], 'query'> };
+type CheckedVariable = Loose<VariableModel> & (QueryVariableLag | OtherVariable);
 type CheckedDashboard = Omit<Loose<Dashboard>, 'templating'> & {
-  templating?: { list?: Array<Loose<VariableModel> & QueryVariableLag> };
+  templating?: { list?: Array<CheckedVariable> };
 };
 type TypedPanel<O, F = Record<string, unknown>> =
   Loose<Omit<Panel, 'options' | 'fieldConfig'>
@@ -163,11 +166,17 @@ def _definition_on_a_panel(d: Dict[str, Any]) -> None:
     d["panels"][0]["definition"] = "up"
 
 
+def _definition_on_the_datasource_variable(d: Dict[str, Any]) -> None:
+    next(v for v in gd.variables(d) if v["type"] == "datasource")["definition"] = "prom"
+
+
 BROKEN = {
     "footer_fields_as_text": (_footer_fields_as_text, '"fields": ""'),
     "misspelt_key": (_misspelt_key, '"schemaVerison"'),
     "unknown_enum_value": (_unknown_draw_style, '"drawStyle": "curve"'),
-    "definition_outside_query_variables": (_definition_on_a_panel, '"definition": "up"'),
+    "definition_on_a_panel": (_definition_on_a_panel, '"definition": "up"'),
+    "definition_on_another_variable": (_definition_on_the_datasource_variable,
+                                       '"definition": "prom"'),
 }
 
 
