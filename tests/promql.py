@@ -52,8 +52,6 @@ class Parsed:
         # (range, the function or aggregation the ranged expression is directly inside), for
         # range selectors and subqueries alike
         self.ranges: List[Tuple[str, Optional[str]]] = []
-        # (aggregation, its by/without labels or None, "by" or "without")
-        self.aggregations: List[Tuple[str, Optional[List[str]], str]] = []
 
 
 # MatchOp values compare equal but do not hash: a list of pairs, not a dict.
@@ -78,7 +76,7 @@ def parse(expr: str) -> Parsed:
 
 
 def _visit(node: promql_parser.Expr, call: Optional[str], out: Parsed) -> None:
-    """Collect node's selectors, ranges and aggregations; call is what node is the argument of.
+    """Collect node's selectors and ranges; call is what node is the argument of.
     Parentheses are transparent; an operator's operands are inside no call."""
     P = promql_parser
     if isinstance(node, P.ParenExpr):
@@ -90,12 +88,6 @@ def _visit(node: promql_parser.Expr, call: Optional[str], out: Parsed) -> None:
         _visit(node.rhs, None, out)
     elif isinstance(node, P.AggregateExpr):
         name = str(node.op)
-        modifier = node.modifier
-        if modifier is None:
-            out.aggregations.append((name, None, "by"))
-        else:
-            kind = "by" if modifier.type == P.AggModifierType.By else "without"
-            out.aggregations.append((name, list(modifier.labels), kind))
         if node.param is not None:
             _visit(node.param, name, out)
         _visit(node.expr, name, out)

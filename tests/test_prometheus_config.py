@@ -108,7 +108,7 @@ def test_every_rule_file_has_unit_tests():
 
 
 def test_config_loads_the_rules_and_scrapes_the_app():
-    """prometheus.yml loads the recording rules before the alerts that read them, and the
+    """prometheus.yml loads the recording rules, the alerts that read them and the
     OpenTelemetry copies, and has a boto-prom job scraping the compose app."""
     config = yaml.safe_load(CONFIG.read_text())
     assert config["rule_files"] == [p.name for p in RULE_FILES]
