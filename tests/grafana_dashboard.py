@@ -8,10 +8,10 @@ panel-title-description, panel-units, target-rate-interval, target-counter-agg,
 target-job-instance), stricter where this repository wants more: every panel needs a unit,
 ``_bucket``/``_count``/``_sum`` count as counters, the AWS label variables are chained.
 
-The linter parses PromQL with Prometheus's parser; here a small scanner does the part the
-rules need: which selectors and ranges sit directly inside which function call. Syntax is
-checked by the real thing (promtool in tests/test_dashboard.py, Prometheus in the end-to-end
-test).
+The linter parses PromQL with Prometheus's parser; here promql-parser does (tests/promql.py),
+and the rules read its tree: which selectors and ranges sit directly inside which function
+call, with which matchers. promtool (tests/test_dashboard.py) and Prometheus (the end-to-end
+test) check the syntax again, with Prometheus's own parser.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from tests import promql
+
 DASHBOARD = Path(__file__).resolve().parent.parent / "grafana" / "dashboards" / "boto.json"
 
 DATASOURCE_UIDS = ("$datasource", "${datasource}")
-RATE_INTERVALS = ("$__rate_interval", "${__rate_interval}")
+RATE_INTERVALS = ("$__rate_interval",)  # promql.parse gives ${__rate_interval} back so too
 RATE_FUNCTIONS = ("rate", "irate", "increase")
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 # Variables Grafana itself defines for queries.
@@ -118,153 +120,7 @@ def label_values(variable: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
     return (match.group("selector") or "").strip(), match.group("label")
 
 
-# --- A PromQL scanner, enough for the rules -----------------------------------------------
-
-_TOKEN = re.compile(r"""
-    (?P<space>\s+|\#[^\n]*)
-  | (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
-  | (?P<variable>\$\{[^}]+\}|\$\w+)
-  | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[a-zA-Z]*(?:\d+[a-zA-Z]+)*)
-  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-  | (?P<punct>=~|!~|!=|==|>=|<=|[-+*/%^=<>@,(){}\[\]:])
-""", re.X)
-
-_METRIC_NAME = re.compile(r'__name__="([A-Za-z_:][A-Za-z0-9_:]*)"')
-_AGGREGATIONS = frozenset({
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
-    "topk", "quantile", "limitk", "limit_ratio",
-})
-_GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
-_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"})
-
-
-class Selector:
-    """One vector selector: its metric name (None for a bare ``{...}``), its matchers' text,
-    its range (``[...]`` text, or None) and the function call it sits directly inside."""
-
-    def __init__(self, metric: Optional[str], call: Optional[str]) -> None:
-        self.metric = metric
-        self.call = call
-        self.matchers = ""
-        self.range: Optional[str] = None
-
-    def __repr__(self) -> str:
-        return f"Selector({self.metric!r}, matchers={self.matchers!r}, range={self.range!r}, " \
-               f"call={self.call!r})"
-
-
-class Scan:
-    """What the rules need to know of one PromQL expression."""
-
-    def __init__(self) -> None:
-        self.selectors: List[Selector] = []
-        # (range text, the function call the ranged expression sits directly inside)
-        self.ranges: List[Tuple[str, Optional[str]]] = []
-
-
-def tokenize(expr: str) -> List[Tuple[str, str]]:
-    """(kind, text) tokens of a PromQL expression; raises ValueError on a character PromQL
-    does not have."""
-    tokens: List[Tuple[str, str]] = []
-    pos = 0
-    while pos < len(expr):
-        match = _TOKEN.match(expr, pos)
-        if match is None:
-            raise ValueError(f"cannot read PromQL at {expr[pos:pos + 20]!r}")
-        kind = match.lastgroup or ""
-        if kind != "space":
-            tokens.append((kind, match.group()))
-        pos = match.end()
-    return tokens
-
-
-def scan(expr: str) -> Scan:
-    """Selectors and ranges of a PromQL expression, each with the call it sits directly in.
-
-    Raises:
-        ValueError: unbalanced brackets or a character PromQL does not have.
-    """
-    tokens = tokenize(expr)
-    result = Scan()
-    # Open brackets: (kind, call name) with kind "call", "paren", "grouping", "brace", "range".
-    stack: List[Tuple[str, Optional[str]]] = []
-    pending_aggregation: Optional[str] = None
-    last: Optional[Selector] = None  # the selector the next "{" or "[" may belong to
-    range_start = 0
-    ranged_call: Optional[str] = None
-
-    def innermost_call() -> Optional[str]:
-        kind, name = stack[-1] if stack else ("", None)
-        return name if kind == "call" else None
-
-    for i, (kind, text) in enumerate(tokens):
-        prev = tokens[i - 1] if i else ("", "")
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
-        # Label names, matchers and range text are not expressions: skip to their closing bracket.
-        if stack and stack[-1][0] in ("brace", "grouping", "range") and text not in ("}", "]", ")"):
-            continue
-        if kind == "ident":
-            if text in _AGGREGATIONS and nxt[1] in ("(", "by", "without"):
-                pending_aggregation = text
-            elif nxt[1] == "(" or text in _GROUPING or text.lower() in _KEYWORDS:
-                pass
-            else:
-                last = Selector(text, innermost_call())
-                result.selectors.append(last)
-                continue
-        elif text == "(":
-            if prev[0] == "ident" and prev[1] in _GROUPING:
-                stack.append(("grouping", None))
-            elif prev[0] == "ident" and prev[1] not in _KEYWORDS:
-                stack.append(("call", prev[1]))
-                if prev[1] == pending_aggregation:
-                    pending_aggregation = None
-            elif prev[1] == ")" and pending_aggregation:
-                stack.append(("call", pending_aggregation))
-                pending_aggregation = None
-            else:
-                stack.append(("paren", None))
-        elif text == "{":
-            if last is None or prev[0] != "ident":
-                last = Selector(None, innermost_call())
-                result.selectors.append(last)
-            stack.append(("brace", None))
-            range_start = i + 1
-            continue
-        elif text == "[":
-            # A range belongs to what ends right before it: a selector, or a subquery's ")".
-            ranged_call = innermost_call()
-            stack.append(("range", None))
-            range_start = i + 1
-            continue
-        elif text in (")", "}", "]"):
-            if not stack:
-                raise ValueError(f"unbalanced {text!r} in {expr!r}")
-            opened, _ = stack.pop()
-            inner = "".join(t for _, t in tokens[range_start:i])
-            if text == "}":
-                if opened != "brace":
-                    raise ValueError(f"unbalanced {text!r} in {expr!r}")
-                if last is not None:
-                    last.matchers = inner
-                    named = _METRIC_NAME.search(inner)
-                    if last.metric is None and named:
-                        last.metric = named.group(1)
-                continue
-            if text == "]":
-                if opened != "range":
-                    raise ValueError(f"unbalanced {text!r} in {expr!r}")
-                result.ranges.append((inner, ranged_call))
-                if last is not None and tokens[range_start - 2][1] in ("}",) + (last.metric or "",):
-                    last.range = inner
-                continue
-            if opened not in ("call", "paren", "grouping"):
-                raise ValueError(f"unbalanced {text!r} in {expr!r}")
-        last = None
-    if stack:
-        raise ValueError(f"unclosed brackets in {expr!r}")
-    return result
-
+# --- PromQL, parsed ------------------------------------------------------------------------
 
 def _exprs(dashboard: Dashboard) -> Iterator[Tuple[str, Dict[str, Any], str]]:
     """(where, target, expr) for every target with a PromQL expression."""
@@ -274,12 +130,12 @@ def _exprs(dashboard: Dashboard) -> Iterator[Tuple[str, Dict[str, Any], str]]:
             yield f"{_name(panel)} query {target.get('refId')}", target, expr
 
 
-def _scanned(dashboard: Dashboard) -> Iterator[Tuple[str, Scan]]:
+def _parsed(dashboard: Dashboard) -> Iterator[Tuple[str, promql.Parsed]]:
     for where, _, expr in _exprs(dashboard):
         try:
-            yield where, scan(expr)
+            yield where, promql.parse(expr)
         except ValueError:
-            continue  # the syntax is checked by promtool and Prometheus, not here
+            continue  # rule_promql_parses reports it
 
 
 # --- The rules ------------------------------------------------------------------------------
@@ -342,9 +198,15 @@ def rule_query_variables(dashboard: Dashboard) -> List[str]:
             problems.append(f"variable {name} should be label_values(<selector>, {name})")
             continue
         if name in CHAINED_VARIABLES:
-            selector = re.sub(r"\s+", "", parsed[0])
+            try:
+                selectors = promql.parse(parsed[0]).selectors if parsed[0] else []
+            except ValueError as error:
+                problems.append(f"variable {name}: its selector is not PromQL: {error}")
+                continue
             for before in CHAINED_VARIABLES[:CHAINED_VARIABLES.index(name)]:
-                if before in by_name and f'{before}=~"${before}"' not in selector:
+                wanted = (f"${before}", f"${{{before}}}")
+                if before in by_name and not all(s.matches(before, "=~", wanted)
+                                                 for s in selectors):
                     problems.append(f"variable {name} should filter by {before}=~\"${before}\"")
     return problems
 
@@ -420,7 +282,7 @@ def rule_panel_targets(dashboard: Dashboard) -> List[str]:
 def rule_rate_interval(dashboard: Dashboard) -> List[str]:
     """Every rate, irate and increase takes its range as ``$__rate_interval``."""
     problems = []
-    for where, found in _scanned(dashboard):
+    for where, found in _parsed(dashboard):
         for text, call in found.ranges:
             if call in RATE_FUNCTIONS and text not in RATE_INTERVALS:
                 problems.append(f"{where}: {call}() over [{text}], not [$__rate_interval]")
@@ -431,7 +293,7 @@ def rule_counters_in_rate(dashboard: Dashboard) -> List[str]:
     """Counters (``*_total``, and histograms' ``*_bucket``, ``*_count``, ``*_sum``) appear only
     as the ranged argument of rate, irate or increase."""
     problems = []
-    for where, found in _scanned(dashboard):
+    for where, found in _parsed(dashboard):
         for sel in found.selectors:
             if sel.metric and sel.metric.endswith(COUNTER_SUFFIXES):
                 if sel.range is None or sel.call not in RATE_FUNCTIONS:
@@ -443,11 +305,10 @@ def rule_counters_in_rate(dashboard: Dashboard) -> List[str]:
 def rule_target_matchers(dashboard: Dashboard) -> List[str]:
     """Every selector filters by ``job=~"$job"`` and ``instance=~"$instance"``."""
     problems = []
-    for where, found in _scanned(dashboard):
+    for where, found in _parsed(dashboard):
         for sel in found.selectors:
             for label in ("job", "instance"):
-                if f'{label}=~"${label}"' not in sel.matchers and \
-                        f'{label}=~"${{{label}}}"' not in sel.matchers:
+                if not sel.matches(label, "=~", (f"${label}", f"${{{label}}}")):
                     problems.append(f"{where}: {sel.metric or 'selector'} does not filter by "
                                     f"{label}=~\"${label}\"")
     return problems
@@ -471,7 +332,19 @@ def rule_known_variables(dashboard: Dashboard) -> List[str]:
     return problems
 
 
+def rule_promql_parses(dashboard: Dashboard) -> List[str]:
+    """Every query is PromQL, Grafana's range variables standing where a range goes."""
+    problems = []
+    for where, _, expr in _exprs(dashboard):
+        try:
+            promql.parse(expr)
+        except ValueError as error:
+            problems.append(f"{where} is not PromQL: {error}")
+    return problems
+
+
 RULES: Dict[str, Rule] = {
+    "promql_parses": rule_promql_parses,
     "datasource_variable": rule_datasource_variable,
     "panel_datasource": rule_panel_datasource,
     "query_variables": rule_query_variables,

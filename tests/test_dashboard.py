@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests import grafana_dashboard as gd
+from tests import promql
 from tests.conftest import require_binary
 
 PANEL_TYPES = {"timeseries", "heatmap", "table", "stat"}
@@ -101,6 +102,10 @@ BROKEN: List[Tuple[str, str, Callable[[Dict[str, Any]], None]]] = [
     ("panel_targets", "repeated refId",
      lambda d: _panel(d, "Bytes sent / received")["targets"][1].update(refId="A")),
     ("panel_targets", "empty expr", lambda d: _panel(d, RATE)["targets"][0].update(expr=" ")),
+    ("promql_parses", "syntax error",
+     lambda d: _set_expr(d, RATE, "sum by (aws_service, action) (", "sum by (aws_service (")),
+    ("promql_parses", "variable where a range goes",
+     lambda d: _set_expr(d, RATE, "[$__rate_interval]", "[$window]")),
     ("rate_interval", "rate over a fixed range",
      lambda d: _set_expr(d, RATE, "[$__rate_interval]", "[5m]")),
     ("rate_interval", "increase over $__interval",
@@ -144,11 +149,12 @@ def test_every_rule_has_a_broken_case():
     assert {rule for rule, _, _ in BROKEN} == set(gd.RULES)
 
 
-# --- The scanner behind the PromQL rules ----------------------------------------------------
+# --- The parser behind the PromQL rules ----------------------------------------------------
 
 @pytest.mark.parametrize("expr, expected", [
     ('sum by (le) (rate(a_bucket{job=~"$job"}[$__rate_interval]))',
      [("a_bucket", "$__rate_interval", "rate")]),
+    ('rate(a_bucket{job=~"$job"}[${__rate_interval}])', [("a_bucket", "$__rate_interval", "rate")]),
     ("sum(rate(a_total[5m])) by (job)", [("a_total", "5m", "rate")]),
     ('rate(a_total{x="rate(b_total)"}[1m] offset 5m)', [("a_total", "1m", "rate")]),
     ("a_total / on (job) group_left (x) increase(b_total[1m])",
@@ -159,17 +165,28 @@ def test_every_rule_has_a_broken_case():
     ("up == 0 and on (job) max_over_time(b_info[1h]) or vector(0)",
      [("up", None, None), ("b_info", "1h", "max_over_time")]),
 ])
-def test_scan_finds_selectors_with_their_range_and_call(expr, expected):
-    """scan() reports each selector's metric, range and the call it sits directly in."""
-    found = gd.scan(expr)
+def test_parse_finds_selectors_with_their_range_and_call(expr, expected):
+    """promql.parse() reports each selector's metric, range and the call it sits directly in."""
+    found = promql.parse(expr)
     assert [(s.metric, s.range, s.call) for s in found.selectors] == expected
 
 
-@pytest.mark.parametrize("expr", ["rate(a_total[5m]", "sum(a))", "a{job='x'", "a[5m)", "a ; b"])
-def test_scan_rejects_what_is_not_promql(expr):
-    """scan() raises ValueError on unbalanced brackets and foreign characters."""
+def test_parse_reads_matchers_and_subquery_ranges():
+    """Matchers come back as (label, operator, value); a subquery's range is a range too."""
+    found = promql.parse('rate(sum(a_total{job=~"$job", x!="y"})[5m:1m])')
+    (sel,) = found.selectors
+    assert sel.matchers == [("job", "=~", "$job"), ("x", "!=", "y")]
+    assert sel.matches("job", "=~", ("$job",)) and not sel.matches("job", "=", ("$job",))
+    assert found.ranges == [("5m", "rate")]
+
+
+@pytest.mark.parametrize("expr", ["rate(a_total[5m]", "sum(a))", "a{job='x'", "a[5m)", "a ; b",
+                                  "rate(a_total[$job])"])
+def test_parse_rejects_what_is_not_promql(expr):
+    """promql.parse() raises ValueError on unbalanced brackets, foreign characters, and a
+    variable where only Grafana's range variables may stand."""
     with pytest.raises(ValueError):
-        gd.scan(expr)
+        promql.parse(expr)
 
 
 # --- What the dashboard must be and show ----------------------------------------------------
@@ -223,6 +240,22 @@ def test_queries_on_optional_metrics_fall_back_to_zero(dashboard):
         if any(metric in target["expr"] for metric in OPTIONAL_METRICS):
             assert target["expr"].replace("\n", " ").rstrip().endswith("or vector(0)"), (
                 f"{panel['title']} query {target['refId']}")
+
+
+def test_no_query_names_a_job(dashboard):
+    """The job variable lists the jobs that serve boto-prom's own build-info metric, whatever
+    they are called (present from start-up, before any AWS call), and no variable or panel
+    selects a job by name, so the dashboard works for any job."""
+    job = next(v for v in gd.variables(dashboard) if v["name"] == "job")
+    selector, label = gd.label_values(job)
+    (sel,) = promql.parse(selector).selectors
+    assert (sel.metric, sel.matchers, label) == ("boto_prom_build_info", [], "job")
+    exprs = [target["expr"] for _, target in gd.targets(dashboard)]
+    exprs += [gd.label_values(v)[0] for v in gd.variables(dashboard)
+              if v["type"] == "query" and v["name"] != "job"]
+    for sel in (s for expr in exprs for s in promql.parse(expr).selectors):
+        jobs = [m for m in sel.matchers if m[0] == "job"]
+        assert jobs == [("job", "=~", "$job")], (sel.metric, jobs)
 
 
 def test_every_query_is_valid_promql(dashboard, tmp_path):
