@@ -5,7 +5,9 @@ boto 2 calls ``hook.handle_request_data(request, response, error=False)`` from
 ``AWSAuthConnection._mexe``: with ``error=False`` once a response other than a 5xx or a redirect
 has arrived (4xx included), before its body is read; with ``error=True`` once retries are
 exhausted, after the last backoff sleep, and with ``response=None`` when no HTTP response came
-at all. Importing this module imports boto.
+at all. It never calls it when a connection's retry handler or sender raises (DynamoDB's
+raises for every 4xx): on the connections it is installed on, the adapter records those
+requests from a ``_mexe`` of the connection's own. Importing this module imports boto.
 
 The per-request path has two lanes. The fast lane takes the shape boto 2 hands over on almost
 every call: it looks the label set's bound up by the raw values the action is named from (host,
