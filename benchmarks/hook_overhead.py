@@ -23,7 +23,9 @@ Two measurements, each a ratio against a baseline taken in the same process and 
    server on 127.0.0.1, with metrics on vs off on the same connection. By default the server is
    a minimal ``http.server`` answering a fixed small XML document, so the server is cheap and
    the ratio shows the hook rather than the server; ``--server moto`` uses moto's AWS-protocol
-   server instead (slower calls, so a smaller and noisier ratio). Target: <= 1.01. The same
+   server instead (slower calls, so a smaller and noisier ratio). Metrics on is the hook and
+   the ``_mexe`` of its own that ``enable_metrics`` gives the connection; every other variant
+   runs with boto's ``_mexe``. Target: <= 1.01. The same
    run also installs a hook that makes only the floor's metric updates on children bound in
    advance (``floor_ratio``): the least any hook recording these metrics could add. Target:
    boto-prom's ratio no worse than ``floor_ratio + 0.01`` (``call_over_floor``, the ratio
