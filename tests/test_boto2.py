@@ -794,6 +794,48 @@ def test_503_burst_exhausting_retries_is_a_throttled_error(fault_server, registr
     assert value(registry, "boto_throttled_requests_total", **labels) == 1
 
 
+def _fault_dynamodb(port, retries):
+    from boto.dynamodb2.layer1 import DynamoDBConnection
+    from boto.regioninfo import RegionInfo
+
+    conn = DynamoDBConnection(region=RegionInfo(name="us-west-2", endpoint="127.0.0.1"),
+                              host="127.0.0.1", port=port, is_secure=False,
+                              aws_access_key_id="AKIAFAULTFAULTFAULT1",
+                              aws_secret_access_key="fault-secret")
+    conn.auth_service_name, conn.auth_region_name = "dynamodb", "us-west-2"
+    conn.NumberRetries = retries
+    return conn
+
+
+def test_dynamodb_500s_exhausting_retries_count_once(fault_server, registry, boto_retries):
+    """DynamoDB 500s until retries run out: boto calls the hook (error=True) and then raises
+    from _mexe itself, past the watched retry handler, so the request counts once."""
+    fault_server.script(("status", 500))
+    conn = _fault_dynamodb(fault_server.port, retries=1)
+    enable_metrics(conn, registry=registry, start_server=False)
+    with pytest.raises(BotoServerError) as raised:
+        conn.list_tables()
+    assert raised.value.status == 500 and len(fault_server.requests) == 2
+    labels = dict(DYNAMODB, action="ListTables")
+    assert value(registry, "boto_requests_total", status_code="500", **labels) == 1
+    assert value(registry, "boto_request_errors_total", error_type="500", **labels) == 1
+    assert value(registry, "boto_request_duration_seconds_count", **labels) == 1
+
+
+def test_a_retry_handler_raising_something_else_is_not_counted(fault_server, registry,
+                                                              boto_retries):
+    """A 400 whose body is not DynamoDB's JSON makes the retry handler raise a ValueError: it
+    reaches the caller as it is, and is not counted (a gap the README documents)."""
+    fault_server.script(("status", 400))
+    conn = _fault_dynamodb(fault_server.port, retries=0)
+    enable_metrics(conn, registry=registry, start_server=False)
+    with pytest.raises(ValueError):
+        conn.list_tables()
+    assert value(registry, "boto_requests_total", status_code="400", action="ListTables",
+                 **DYNAMODB) == 0
+    assert _hook_errors(registry) == {}
+
+
 def test_503_then_success_counts_one_success(fault_server, registry, boto_retries):
     """boto 2 retries 503s itself; the hook sees only the final 200."""
     boto_retries(2)
