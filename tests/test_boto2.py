@@ -446,21 +446,25 @@ def test_a_mexe_someone_set_before_us_is_kept_and_put_back(aws, registry):
 
 def test_global_mode_undo_puts_every_connections_mexe_back(aws, registry):
     """Connections made in global mode get our _mexe; disabling one connection takes its own
-    off, and disable_metrics() takes off the others'; one enabled on its own afterwards keeps
-    its own."""
+    off, and disable_metrics() takes off the others', but not that of a connection enabled on
+    its own in between."""
+    from boto.exception import JSONResponseError
+
     enable_metrics(registry=registry, start_server=False)
     try:
         first, second = aws.dynamodb(), aws.dynamodb()
         assert "_mexe" in vars(first) and "_mexe" in vars(second)
         assert disable_metrics(first) is True
         assert "_mexe" not in vars(first)
+        enable_metrics(first, registry=registry, start_server=False)
     finally:
         assert disable_metrics() is True
     assert "_mexe" not in vars(second)
     assert "_mexe" not in vars(aws.dynamodb())
-    third = aws.dynamodb()
-    enable_metrics(third, registry=registry, start_server=False)
-    assert "_mexe" in vars(third)
+    with pytest.raises(JSONResponseError):
+        first.describe_table("raised-global-undo-missing")
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 action="DescribeTable", **DYNAMODB) == 1
 
 
 @pytest.mark.parametrize("body, code", [
