@@ -5,7 +5,9 @@ boto 2 calls ``hook.handle_request_data(request, response, error=False)`` from
 ``AWSAuthConnection._mexe``: with ``error=False`` once a response other than a 5xx or a redirect
 has arrived (4xx included), before its body is read; with ``error=True`` once retries are
 exhausted, after the last backoff sleep, and with ``response=None`` when no HTTP response came
-at all. Importing this module imports boto.
+at all. It never calls it when a connection's retry handler or sender raises (DynamoDB's
+raises for every 4xx): on the connections it is installed on, the adapter records those
+requests from a ``_mexe`` of the connection's own. Importing this module imports boto.
 
 The per-request path has two lanes. The fast lane takes the shape boto 2 hands over on almost
 every call: it looks the label set's bound up by the raw values the action is named from (host,
@@ -31,9 +33,13 @@ from .recorder import Recorder
 from .settings import check_buckets, check_registry
 
 try:
+    from boto.exception import BotoServerError as _BotoServerError
     from boto.utils import RequestHook as _RequestHook
 except ImportError:  # boto 2 cannot import (Python 3.12+): the class still works on its own
     _RequestHook = object  # type: ignore[misc,assignment]
+
+    class _BotoServerError(Exception):  # type: ignore[no-redef]
+        """Stands for boto's: nothing raises it."""
 
 # boto 2 only sees throttling as an HTTP status: 429, or 503 (EC2 RequestLimitExceeded and
 # S3 SlowDown are both 503s).
@@ -191,6 +197,28 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
             # The user's own hook: its exceptions are theirs and reach them unchanged.
             self.previous.handle_request_data(request, response, error)
 
+    def _record_raised(self, request: Any, response: Any, exc: Any) -> None:
+        """Record a request boto 2 ended by raising ``exc`` from a retry handler or a sender,
+        where it never calls the hook: as the hook would have, with the AWS error code (else
+        the status) as error_type. ``response`` is None when a sender raised (it keeps its
+        response to itself; the exception carries the status). Never raises."""
+        try:
+            bound = self._bind(request)
+            if bound is None:
+                return
+            values = self._values(request, _Answer(exc) if response is None else response,
+                                  True, bound)
+            code = _error_code(exc)
+        except Exception:
+            self._guard.failed("record")
+            return
+        status_code, duration, sent, received, error_type, throttled, request_id = values
+        try:
+            bound.record(status_code, duration, sent, received, code or error_type, throttled,
+                         request_id)
+        except Exception:
+            self._guard.failed("metrics")
+
     # --- the careful lane: first calls and anything unusual; each value behind its guard ---
 
     def _careful(self, request: Any, response: Any, error: bool) -> None:
@@ -312,6 +340,33 @@ def _cache_key(request: Any) -> Optional[Tuple[Any, Any, Any]]:
     return key if key[1] is not None or key[2] is not None else None
 
 
+class _Answer:
+    """The response a sender's exception stands for: its status, and no headers or size."""
+
+    __slots__ = ("status",)
+    length = fp = msg = None
+
+    def __init__(self, exc: Any) -> None:
+        self.status = getattr(exc, "status", None)
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def _error_code(exc: Any) -> Optional[str]:
+    """The AWS error code a boto 2 exception carries (``ResourceNotFoundException``), or None.
+
+    JSON services' exceptions name it in ``error_code``, or only in the body's ``__type``
+    (``com.amazonaws.dynamodb.v20120810#ResourceNotFoundException``) when they were raised
+    without it."""
+    code = getattr(exc, "error_code", None)
+    if not code:
+        body = getattr(exc, "body", None)
+        kind = body.get("__type") if isinstance(body, dict) else None
+        code = kind.rpartition("#")[2] if isinstance(kind, str) else None
+    return safe_name(code)
+
+
 def _request_id(response: Any, guard: Any) -> Optional[str]:
     try:
         # http.client's parsed headers answer a lookup faster than getheader (which collects
@@ -358,11 +413,13 @@ def install(conn: Any, recorder: Any, settings: Any) -> BotoRequestHook:
     )
     hook.settings = settings
     conn.set_request_hook(hook)
+    _watch_raised(conn)
     return hook
 
 
 def uninstall(conn: Any) -> bool:
-    """Take our hook off a boto 2 connection, putting back the hook it had before.
+    """Take our hook off a boto 2 connection, putting back the hook it had before (and
+    boto's own ``_mexe``).
 
     Returns:
         True when a hook of ours was on it, False otherwise.
@@ -371,7 +428,89 @@ def uninstall(conn: Any) -> bool:
     if not isinstance(hook, BotoRequestHook):
         return False
     conn.set_request_hook(hook.previous)
+    _unwatch_raised(conn)
     return True
+
+
+# --- requests boto 2 ends by raising, without calling the hook ------------------------------
+#
+# A retry handler (DynamoDB's raises for every 4xx: ResourceNotFoundException,
+# ConditionalCheckFailedException...) or a sender (S3 uploads raise for a 4xx) that raises ends
+# ``_mexe`` before it calls the hook. So on a connection of ours, ``_mexe`` is an instance
+# attribute that hands boto's ``_mexe`` watched copies of the two callbacks for that one call:
+# one that raises a BotoServerError records the request, then lets the exception go on. Only
+# those two raise past the hook, and boto calls the hook only after they return, so no
+# request is counted twice; the copies belong to one call, so threads sharing the connection
+# never see each other's.
+
+def _mexe_for(conn: Any) -> Any:
+    """A ``_mexe`` for conn's instance dictionary; its ``boto_prom_shadowed`` is what it hides
+    there (an instance attribute someone set before us), or None (boto's class method)."""
+    # A weak reference: the connection holds this function, and must not be kept alive by it.
+    ref = weakref.ref(conn)
+    shadowed = vars(conn).get("_mexe")
+
+    def _mexe(request: Any, sender: Any = None, override_num_retries: Any = None,
+              retry_handler: Any = None) -> Any:
+        conn = ref()
+        if sender is not None or retry_handler is not None:
+            sender, retry_handler = _watched(conn, request, sender, retry_handler)
+        if shadowed is not None:
+            return shadowed(request, sender, override_num_retries, retry_handler)
+        return type(conn)._mexe(conn, request, sender, override_num_retries, retry_handler)
+
+    _mexe.boto_prom_shadowed = shadowed  # type: ignore[attr-defined]
+    return _mexe
+
+
+def _ours(mexe: Any) -> bool:
+    """True for a ``_mexe`` made by :func:`_mexe_for` (not for a wrapper someone put over it,
+    which functools.wraps would give our attribute and a ``__wrapped__``)."""
+    attributes = getattr(mexe, "__dict__", {})
+    return "boto_prom_shadowed" in attributes and "__wrapped__" not in attributes
+
+
+def _watched(conn: Any, request: Any, sender: Any, retry_handler: Any) -> Tuple[Any, Any]:
+    """(sender, retry_handler) for one request: each one that raises a BotoServerError records
+    the request with the connection's hook first; the originals when no hook of ours is on."""
+    try:
+        hook = installed(conn)
+        if hook is None:
+            return sender, retry_handler
+        return (_watch(sender, hook, request, False) if callable(sender) else sender,
+                _watch(retry_handler, hook, request, True) if callable(retry_handler)
+                else retry_handler)
+    except Exception:  # nothing here should raise; if it does, the call goes on unwatched
+        return sender, retry_handler
+
+
+def _watch(callback: Any, hook: BotoRequestHook, request: Any, gets_response: bool) -> Any:
+    def watched(*args: Any) -> Any:
+        try:
+            return callback(*args)
+        except _BotoServerError as exc:
+            # A retry handler gets (response, attempt, sleep); a sender (connection, ...).
+            hook._record_raised(request, args[0] if gets_response else None, exc)
+            raise  # the same exception, with its traceback
+
+    return watched
+
+
+def _watch_raised(conn: Any) -> None:
+    """Give conn our ``_mexe``, once."""
+    if not _ours(vars(conn).get("_mexe")):
+        conn._mexe = _mexe_for(conn)
+
+
+def _unwatch_raised(conn: Any) -> None:
+    """Put back the ``_mexe`` conn had before ours (boto's class method, unless an instance
+    attribute was there), once no hook of ours is active on it."""
+    mexe = vars(conn).get("_mexe")
+    if _ours(mexe) and installed(conn) is None:
+        if mexe.boto_prom_shadowed is None:
+            del conn._mexe
+        else:
+            conn._mexe = mexe.boto_prom_shadowed
 
 
 # --- global mode: every connection made from now on -----------------------------------------
@@ -384,6 +523,10 @@ class _Global:
         self.settings = settings
         self.active = True
         self.wrapper: Any = None  # our AWSAuthConnection.__init__ wrapper
+        # The connections given a hook, whose _mexe uninstalling puts back; the lock keeps a
+        # connection made on another thread from changing the set while it is read.
+        self.connections: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self.connections_lock = threading.Lock()
 
 
 _current: Optional[_Global] = None
@@ -421,6 +564,9 @@ def install_global(recorder: Any, settings: Any) -> bool:
                 existing = getattr(self, "request_hook", None)
                 if not isinstance(existing, BotoRequestHook):
                     self.set_request_hook(_ConnectionHook(state, self, existing))
+                    _watch_raised(self)
+                    with state.connections_lock:
+                        state.connections.add(self)
             except Exception:
                 state.recorder.guard.failed("boto2_global")
 
@@ -432,8 +578,9 @@ def install_global(recorder: Any, settings: Any) -> bool:
 
 
 def uninstall_global() -> None:
-    """Undo :func:`install_global`: connections made from now on get no hook, and the hooks
-    it gave earlier connections only pass calls on to their previous hook."""
+    """Undo :func:`install_global`: connections made from now on get no hook, the hooks it
+    gave earlier connections only pass calls on to their previous hook, and those connections
+    get boto's own ``_mexe`` back."""
     with _lock:
         _uninstall_locked()
 
@@ -450,6 +597,10 @@ def _uninstall_locked() -> None:
     # copies our marker onto it) stays, and ours under it is inert now that it is inactive.
     if AWSAuthConnection.__dict__.get("__init__") is state.wrapper:
         AWSAuthConnection.__init__ = state.wrapper._boto_prom_original
+    with state.connections_lock:
+        connections = list(state.connections)
+    for conn in connections:
+        _unwatch_raised(conn)
 
 
 class _ConnectionHook(BotoRequestHook):

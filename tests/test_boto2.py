@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -195,6 +196,289 @@ def test_public_hook_reads_service_and_region_from_the_host(registry):
                  action="DescribeVolumes", status_code="200") == 1
     assert value(registry, "boto_requests_total", aws_service="s3", aws_region="us-east-1",
                  action="GetObject", status_code="200") == 1
+
+
+# --- requests boto 2 ends by raising, where it never calls the hook -----------------------------
+
+DYNAMODB = dict(aws_service="dynamodb", aws_region="us-west-2")
+
+
+@pytest.fixture(params=["connection", "global"])
+def instrumented(request, aws, registry):
+    """Make boto 2 connections with metrics on: enable_metrics(conn) on each, or global mode
+    (enable_metrics() with no argument, before the connection is made)."""
+    if request.param == "global":
+        enable_metrics(registry=registry, start_server=False)
+        request.addfinalizer(disable_metrics)
+
+    def make(factory):
+        conn = factory()
+        if request.param == "connection":
+            enable_metrics(conn, registry=registry, start_server=False)
+        return conn
+
+    make.mode = request.param
+    return make
+
+
+def _table(conn, name):
+    conn.create_table(
+        attribute_definitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        table_name=name,
+        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        provisioned_throughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+    )
+
+
+def _hook_errors(registry):
+    return {s.labels["stage"]: s.value for f in registry.collect()
+            if f.name == "boto_prom_hook_errors" for s in f.samples
+            if s.name.endswith("_total") and s.value}
+
+
+def test_dynamodb_errors_raised_past_the_hook_count_once_with_their_code(aws, registry,
+                                                                       instrumented):
+    """A missing table and a failed condition (raised by DynamoDB's retry handler, where boto
+    never calls the hook) each count once, status 400, typed by their AWS error code; the
+    successful calls beside them count once too."""
+    from boto.dynamodb2.exceptions import ConditionalCheckFailedException
+    from boto.exception import JSONResponseError
+
+    conn = instrumented(aws.dynamodb)
+    table = f"raised-{instrumented.mode}"
+    _table(conn, table)
+    conn.put_item(table, {"id": {"S": "1"}})
+    with pytest.raises(ConditionalCheckFailedException):
+        conn.put_item(table, {"id": {"S": "1"}}, expected={"id": {"Exists": False}})
+    with pytest.raises(JSONResponseError) as missing:
+        conn.describe_table(f"{table}-missing")
+    assert missing.value.status == 400
+
+    put, describe = (dict(DYNAMODB, action=action) for action in ("PutItem", "DescribeTable"))
+    assert value(registry, "boto_requests_total", status_code="200", action="CreateTable",
+                 **DYNAMODB) == 1
+    assert value(registry, "boto_requests_total", status_code="200", **put) == 1
+    assert value(registry, "boto_requests_total", status_code="400", **put) == 1
+    assert value(registry, "boto_request_errors_total",
+                 error_type="ConditionalCheckFailedException", **put) == 1
+    assert value(registry, "boto_requests_total", status_code="400", **describe) == 1
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 **describe) == 1
+    assert value(registry, "boto_request_errors_total", error_type="400", **describe) == 0
+    assert value(registry, "boto_request_duration_seconds_count", **put) == 2
+    assert value(registry, "boto_request_duration_seconds_count", **describe) == 1
+    # The retry handler read the body; its size comes from the response's Content-Length.
+    assert value(registry, "boto_response_size_bytes_sum", **describe) == len(
+        json.dumps(missing.value.body))
+    assert value(registry, "boto_throttled_requests_total", **describe) == 0
+    assert _hook_errors(registry) == {}
+
+
+def test_s3_upload_error_raised_by_the_sender_counts_once(aws, registry, instrumented):
+    """An S3 upload answered 404 (raised by boto's upload sender, where boto never calls the
+    hook) counts once as PutObject, typed NoSuchBucket."""
+    from boto.s3.bucket import Bucket
+
+    conn = instrumented(aws.s3)
+    with pytest.raises(S3ResponseError) as raised:
+        Bucket(conn, f"raised-no-such-bucket-{instrumented.mode}").new_key(
+            "k").set_contents_from_string("data")
+    assert raised.value.status == 404
+    labels = dict(aws_service="s3", aws_region="us-west-2", action="PutObject")
+    assert value(registry, "boto_requests_total", status_code="404", **labels) == 1
+    assert value(registry, "boto_request_errors_total", error_type="NoSuchBucket", **labels) == 1
+    assert value(registry, "boto_request_size_bytes_sum", **labels) == len("data")
+    assert _hook_errors(registry) == {}
+
+
+def test_the_exception_reaching_the_caller_is_the_one_boto_raised(aws, registry):
+    """The caller gets the very exception DynamoDB's retry handler raised, with no context
+    added and boto's own raise still the innermost frame."""
+    from boto.exception import JSONResponseError
+
+    conn = aws.dynamodb()
+    seen = []
+    handler = conn._retry_handler
+
+    def spy(*args):
+        try:
+            return handler(*args)
+        except Exception as exc:
+            seen.append(exc)
+            raise
+
+    conn._retry_handler = spy
+    enable_metrics(conn, registry=registry, start_server=False)
+    with pytest.raises(JSONResponseError) as raised:
+        conn.describe_table("raised-identity-missing")
+    assert raised.value is seen[0]
+    assert raised.value.__context__ is None and raised.value.__cause__ is None
+    tb = raised.value.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb.tb_frame.f_code.co_name == "_retry_handler"
+    assert tb.tb_frame.f_code.co_filename.endswith("dynamodb2/layer1.py")
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 action="DescribeTable", **DYNAMODB) == 1
+
+
+def test_a_failing_sink_on_a_raised_request_still_lets_the_exception_through(aws, registry):
+    """A sink that fails while a raised request is recorded is counted in the self-metric;
+    the caller still gets boto's exception, and the metrics still count the request."""
+    from boto.exception import JSONResponseError
+
+    from boto_prom.metrics import metrics_for
+    from boto_prom.recorder import Recorder
+    from boto_prom.settings import resolve
+
+    class Exploding:
+        def record(self, rec):
+            raise RuntimeError("disk on fire")
+
+    conn = aws.dynamodb()
+    boto2.install(conn, Recorder(metrics_for(registry), csv=Exploding()),
+                  resolve(registry=registry, start_server=False))
+    with pytest.raises(JSONResponseError):
+        conn.describe_table("raised-sink-missing")
+    assert value(registry, "boto_prom_hook_errors_total", stage="csv") == 1
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 action="DescribeTable", **DYNAMODB) == 1
+
+
+def test_a_bare_hook_without_enable_metrics_still_misses_raised_requests(aws, registry):
+    """conn.set_request_hook(BotoRequestHook()) alone leaves boto's _mexe as it is, so an
+    error the retry handler raises is not counted (the gap the README documents)."""
+    from boto.exception import JSONResponseError
+
+    conn = aws.dynamodb()
+    conn.set_request_hook(BotoRequestHook(registry=registry, **DYNAMODB))
+    with pytest.raises(JSONResponseError):
+        conn.describe_table("raised-bare-missing")
+    assert "_mexe" not in vars(conn)
+    assert value(registry, "boto_requests_total", status_code="400", action="DescribeTable",
+                 **DYNAMODB) == 0
+
+
+def test_threads_sharing_one_connection_count_each_request_once(aws, registry):
+    """8 threads on one DynamoDB connection, each alternating a found item and a missing
+    table, count every success and every raised error exactly once."""
+    from boto.exception import JSONResponseError
+
+    conn = aws.dynamodb()
+    enable_metrics(conn, registry=registry, start_server=False)
+    _table(conn, "raised-threads")
+    conn.put_item("raised-threads", {"id": {"S": "1"}})
+    threads, rounds = 8, 10
+    barrier = threading.Barrier(threads)
+    errors = []
+
+    def work():
+        barrier.wait()
+        for _ in range(rounds):
+            try:
+                conn.get_item("raised-threads", {"id": {"S": "1"}})
+                conn.describe_table("raised-threads-missing")
+            except JSONResponseError as exc:
+                if exc.error_code != "ResourceNotFoundException":
+                    errors.append(exc)
+            else:
+                errors.append("describe_table did not raise")
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors
+    calls = threads * rounds
+    assert value(registry, "boto_requests_total", status_code="200", action="GetItem",
+                 **DYNAMODB) == calls
+    describe = dict(DYNAMODB, action="DescribeTable")
+    assert value(registry, "boto_requests_total", status_code="400", **describe) == calls
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 **describe) == calls
+    assert value(registry, "boto_request_duration_seconds_count", **describe) == calls
+
+
+def test_enable_and_disable_put_the_connections_mexe_back_exactly(aws, registry):
+    """enable_metrics gives the connection one _mexe of its own however often it is called;
+    disable_metrics deletes it, so boto's class method shows through again, and later errors
+    are not counted."""
+    from boto.exception import JSONResponseError
+
+    conn = aws.dynamodb()
+    enable_metrics(conn, registry=registry, start_server=False)
+    ours = vars(conn)["_mexe"]
+    enable_metrics(conn, registry=registry, start_server=False)
+    assert vars(conn)["_mexe"] is ours
+    with pytest.raises(JSONResponseError):
+        conn.describe_table("raised-undo-missing")
+    assert disable_metrics(conn) is True
+    assert "_mexe" not in vars(conn)
+    assert conn._mexe.__func__ is type(conn)._mexe
+    with pytest.raises(JSONResponseError):
+        conn.describe_table("raised-undo-missing")
+    assert value(registry, "boto_requests_total", status_code="400", action="DescribeTable",
+                 **DYNAMODB) == 1
+
+
+def test_a_mexe_someone_set_before_us_is_kept_and_put_back(aws, registry):
+    """An instance _mexe the connection already had (another library's wrapper) is called
+    under ours and is the connection's _mexe again after disable_metrics."""
+    conn = aws.dynamodb()
+    calls = []
+    boto_mexe = conn._mexe
+
+    def theirs(*args, **kwargs):
+        calls.append(args[0])
+        return boto_mexe(*args, **kwargs)
+
+    conn._mexe = theirs
+    enable_metrics(conn, registry=registry, start_server=False)
+    assert conn._mexe is not theirs
+    conn.list_tables()
+    assert len(calls) == 1
+    disable_metrics(conn)
+    assert conn._mexe is theirs
+    assert value(registry, "boto_requests_total", status_code="200", action="ListTables",
+                 **DYNAMODB) == 1
+
+
+def test_global_mode_undo_puts_every_connections_mexe_back(aws, registry):
+    """Connections made in global mode get our _mexe; disabling one connection takes its own
+    off, and disable_metrics() takes off the others', but not that of a connection enabled on
+    its own in between."""
+    from boto.exception import JSONResponseError
+
+    enable_metrics(registry=registry, start_server=False)
+    try:
+        first, second = aws.dynamodb(), aws.dynamodb()
+        assert "_mexe" in vars(first) and "_mexe" in vars(second)
+        assert disable_metrics(first) is True
+        assert "_mexe" not in vars(first)
+        enable_metrics(first, registry=registry, start_server=False)
+    finally:
+        assert disable_metrics() is True
+    assert "_mexe" not in vars(second)
+    assert "_mexe" not in vars(aws.dynamodb())
+    with pytest.raises(JSONResponseError):
+        first.describe_table("raised-global-undo-missing")
+    assert value(registry, "boto_request_errors_total", error_type="ResourceNotFoundException",
+                 action="DescribeTable", **DYNAMODB) == 1
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"__type": "com.amazonaws.dynamodb.v20120810#ValidationException"}, "ValidationException"),
+    ({"__type": "ValidationException"}, "ValidationException"),
+    ("<Error><Code>NoSuchKey</Code></Error>", "NoSuchKey"),
+    ({"__type": "#not a name"}, None),
+    ({"__type": 42}, None),
+    (None, None),
+], ids=["type-after-hash", "type-alone", "xml-code", "unfit-name", "not-text", "no-body"])
+def test_error_code_from_the_exception_or_its_body(body, code):
+    """The AWS error code is the exception's error_code, else the part of the body's __type
+    after '#'; anything not fit for a label gives None (the status stands in)."""
+    assert boto2._error_code(BotoServerError(400, "Bad", body=body)) == code
 
 
 # --- enable / disable / chaining -------------------------------------------------------------
@@ -512,6 +796,48 @@ def test_503_burst_exhausting_retries_is_a_throttled_error(fault_server, registr
     assert value(registry, "boto_requests_total", status_code="503", **labels) == 1
     assert value(registry, "boto_request_errors_total", error_type="503", **labels) == 1
     assert value(registry, "boto_throttled_requests_total", **labels) == 1
+
+
+def _fault_dynamodb(port, retries):
+    from boto.dynamodb2.layer1 import DynamoDBConnection
+    from boto.regioninfo import RegionInfo
+
+    conn = DynamoDBConnection(region=RegionInfo(name="us-west-2", endpoint="127.0.0.1"),
+                              host="127.0.0.1", port=port, is_secure=False,
+                              aws_access_key_id="AKIAFAULTFAULTFAULT1",
+                              aws_secret_access_key="fault-secret")
+    conn.auth_service_name, conn.auth_region_name = "dynamodb", "us-west-2"
+    conn.NumberRetries = retries
+    return conn
+
+
+def test_dynamodb_500s_exhausting_retries_count_once(fault_server, registry, boto_retries):
+    """DynamoDB 500s until retries run out: boto calls the hook (error=True) and then raises
+    from _mexe itself, past the watched retry handler, so the request counts once."""
+    fault_server.script(("status", 500))
+    conn = _fault_dynamodb(fault_server.port, retries=1)
+    enable_metrics(conn, registry=registry, start_server=False)
+    with pytest.raises(BotoServerError) as raised:
+        conn.list_tables()
+    assert raised.value.status == 500 and len(fault_server.requests) == 2
+    labels = dict(DYNAMODB, action="ListTables")
+    assert value(registry, "boto_requests_total", status_code="500", **labels) == 1
+    assert value(registry, "boto_request_errors_total", error_type="500", **labels) == 1
+    assert value(registry, "boto_request_duration_seconds_count", **labels) == 1
+
+
+def test_a_retry_handler_raising_something_else_is_not_counted(fault_server, registry,
+                                                              boto_retries):
+    """A 400 whose body is not DynamoDB's JSON makes the retry handler raise a ValueError: it
+    reaches the caller as it is, and is not counted (a gap the README documents)."""
+    fault_server.script(("status", 400))
+    conn = _fault_dynamodb(fault_server.port, retries=0)
+    enable_metrics(conn, registry=registry, start_server=False)
+    with pytest.raises(ValueError):
+        conn.list_tables()
+    assert value(registry, "boto_requests_total", status_code="400", action="ListTables",
+                 **DYNAMODB) == 0
+    assert _hook_errors(registry) == {}
 
 
 def test_503_then_success_counts_one_success(fault_server, registry, boto_retries):
