@@ -175,7 +175,11 @@ def render(rows: Tuple[Row, ...], shared: Dict[str, str], model: Any, version: s
 def main() -> int:
     """Write ``_s3_operations.py`` from the installed botocore's S3 model."""
     model, version = load_model()
-    rows, shared = derive(model)
+    try:
+        rows, shared = derive(model)
+    except ValueError as problem:
+        print(f"{_MODULE} not written: {problem}", file=sys.stderr)
+        return 1
     with open(_MODULE, "w", encoding="utf-8") as out:
         out.write(render(rows, shared, model, version))
     print(f"wrote {_MODULE}: {len(rows)} operations, {len(shared)} shared requests, "

@@ -278,3 +278,35 @@ def test_readme_names_the_botocore_the_s3_table_came_from():
     readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
     with open(readme, encoding="utf-8") as text:
         assert f"botocore {_s3_operations.BOTOCORE_VERSION} " in text.read()
+
+
+class _FakeOperation:
+    def __init__(self, method, uri, deprecated=False):
+        self.http = {"method": method, "requestUri": uri}
+        self.input_shape = None
+        self.deprecated = deprecated
+
+
+class _FakeModel:
+    """The little of botocore's ServiceModel the generator reads."""
+
+    def __init__(self, **operations):
+        self._operations = operations
+        self.operation_names = list(operations)
+
+    def operation_model(self, name):
+        return self._operations[name]
+
+
+def test_generator_settles_a_shared_request_by_deprecation_and_stops_on_a_new_tie():
+    """Two operations sending one request: the deprecated one is named after the other; two
+    current ones stop the generator with a sentence, so a new tie gets a decision."""
+    _, shared = generator.derive(_FakeModel(
+        GetThing=_FakeOperation("GET", "/{Bucket}?thing", deprecated=True),
+        GetThingConfiguration=_FakeOperation("GET", "/{Bucket}?thing")))
+    assert shared == {"GetThing": "GetThingConfiguration"}
+    with pytest.raises(ValueError, match="send the same request"):
+        generator.derive(_FakeModel(GetA=_FakeOperation("GET", "/{Bucket}?thing"),
+                                    GetB=_FakeOperation("GET", "/{Bucket}?thing")))
+    with pytest.raises(ValueError, match="cannot read"):
+        generator.derive(_FakeModel(GetC=_FakeOperation("GET", "/{Bucket}/{Id}/x")))
