@@ -186,16 +186,18 @@ def _boto2_requests(model, name, everything):
     from botocore.serialize import create_serializer
 
     operation = model.operation_model(name)
-    params = _example(operation.input_shape, everything) if operation.input_shape else {}
-    for member in ("Bucket", "Key"):
-        if operation.input_shape is not None and member in operation.input_shape.members:
-            params[member] = {"Bucket": "secret-bucket", "Key": "photos/2024/uploads"}[member]
+    shape = operation.input_shape
+    params = _example(shape, everything) if shape is not None else {}
+    for member, value in (("Bucket", "secret-bucket"), ("Key", "photos/2024/uploads")):
+        if shape is not None and member in shape.members:
+            params[member] = value
     request = create_serializer("rest-xml", include_validation=False).serialize_to_request(
         params, operation)
     method, path, query = request["method"], request["url_path"], request["query_string"]
     headers = dict(request["headers"])
-    in_path = path + ("&" if "?" in path else "?") + urlencode(query, doseq=True) if query \
-        else path
+    in_path = path
+    if query:
+        in_path += ("&" if "?" in path else "?") + urlencode(query, doseq=True)
     return [(method, in_path, {}, headers), (method, path, dict(query), headers)]
 
 
