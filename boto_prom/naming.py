@@ -8,8 +8,10 @@ whatever the SDK hands us.
 from __future__ import annotations
 
 import re
+from itertools import combinations
 from typing import Mapping, Optional, Tuple
 
+from . import _s3_operations
 from .record import UNKNOWN
 
 # Endpoint prefixes that differ from the service names botocore uses, so that boto 2 and
@@ -142,90 +144,6 @@ def parse_host(host: object) -> Tuple[str, str]:
 
 _HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS"})
 
-# S3 sub-resources (query keys) that name an operation, per method, for a bucket and for an
-# object. Names are botocore's operation names so boto 2 and boto3 traffic share series.
-_S3_BUCKET_SUBRESOURCES = {
-    "GET": {
-        "location": "GetBucketLocation",
-        "acl": "GetBucketAcl",
-        "policy": "GetBucketPolicy",
-        "cors": "GetBucketCors",
-        "lifecycle": "GetBucketLifecycleConfiguration",
-        "versioning": "GetBucketVersioning",
-        "tagging": "GetBucketTagging",
-        "website": "GetBucketWebsite",
-        "logging": "GetBucketLogging",
-        "notification": "GetBucketNotificationConfiguration",
-        "requestPayment": "GetBucketRequestPayment",
-        "replication": "GetBucketReplication",
-        "encryption": "GetBucketEncryption",
-        "accelerate": "GetBucketAccelerateConfiguration",
-        "uploads": "ListMultipartUploads",
-        "versions": "ListObjectVersions",
-    },
-    "PUT": {
-        "acl": "PutBucketAcl",
-        "policy": "PutBucketPolicy",
-        "cors": "PutBucketCors",
-        "lifecycle": "PutBucketLifecycleConfiguration",
-        "versioning": "PutBucketVersioning",
-        "tagging": "PutBucketTagging",
-        "website": "PutBucketWebsite",
-        "logging": "PutBucketLogging",
-        "notification": "PutBucketNotificationConfiguration",
-        "requestPayment": "PutBucketRequestPayment",
-        "replication": "PutBucketReplication",
-        "encryption": "PutBucketEncryption",
-        "accelerate": "PutBucketAccelerateConfiguration",
-    },
-    "DELETE": {
-        "policy": "DeleteBucketPolicy",
-        "cors": "DeleteBucketCors",
-        "lifecycle": "DeleteBucketLifecycle",
-        "tagging": "DeleteBucketTagging",
-        "website": "DeleteBucketWebsite",
-        "replication": "DeleteBucketReplication",
-        "encryption": "DeleteBucketEncryption",
-    },
-    "POST": {"delete": "DeleteObjects"},
-}
-_S3_BUCKET_DEFAULT = {
-    "GET": "ListObjects",
-    "PUT": "CreateBucket",
-    "DELETE": "DeleteBucket",
-    "HEAD": "HeadBucket",
-}
-_S3_OBJECT_SUBRESOURCES = {
-    "GET": {
-        "acl": "GetObjectAcl",
-        "uploadId": "ListParts",
-        "tagging": "GetObjectTagging",
-        "torrent": "GetObjectTorrent",
-        "retention": "GetObjectRetention",
-        "legal-hold": "GetObjectLegalHold",
-    },
-    "PUT": {
-        "acl": "PutObjectAcl",
-        "tagging": "PutObjectTagging",
-        "retention": "PutObjectRetention",
-        "legal-hold": "PutObjectLegalHold",
-    },
-    "POST": {"uploads": "CreateMultipartUpload", "uploadId": "CompleteMultipartUpload",
-             "restore": "RestoreObject", "select": "SelectObjectContent"},
-    "DELETE": {"uploadId": "AbortMultipartUpload", "tagging": "DeleteObjectTagging"},
-}
-_S3_OBJECT_DEFAULT = {
-    "GET": "GetObject",
-    "PUT": "PutObject",
-    "DELETE": "DeleteObject",
-    "HEAD": "HeadObject",
-    "POST": "PostObject",
-}
-
-
-def _query_keys(query: str) -> frozenset:
-    return frozenset(part.split("=", 1)[0] for part in query.split("&") if part)
-
 
 def _header(headers: object, name: str) -> Optional[str]:
     """A request header, looked up exactly first and then case-insensitively."""
@@ -241,9 +159,74 @@ def _header(headers: object, name: str) -> Optional[str]:
     return value
 
 
+def _s3_lookup(operations: tuple, shared: Mapping[str, str]) -> dict:
+    """{(method, path template, query tokens): (name or None, ((headers, name), ...))}: what
+    a request of that shape is named, and the headers that name it otherwise.
+
+    Each operation is entered under its required tokens with every subset of the optional
+    ones; where several meet under one key (``PUT`` on an object: ``PutObject``,
+    ``CopyObject``), headers tell them apart and the operation requiring none is the default.
+    A key with one operation ignores headers: its query already names it.
+    """
+    candidates: dict = {}
+    for name, method, path, required, optional, headers in operations:
+        if name in shared:
+            continue  # a request of it is named after the current operation
+        for n in range(len(optional) + 1):
+            for extra in combinations(optional, n):
+                key = (method, path, frozenset(required + extra))
+                # An operation that requires the tokens comes before one that only accepts them.
+                candidates.setdefault(key, []).append((len(extra), headers, name))
+    lookup = {}
+    for key, found in candidates.items():
+        found.sort()
+        if len(found) == 1:
+            lookup[key] = (found[0][2], ())
+            continue
+        default = next((name for _, headers, name in found if not headers), None)
+        checks = tuple((headers, name) for _, headers, name in
+                       sorted(found, key=lambda f: -len(f[1])) if headers)
+        lookup[key] = (default, checks)
+    return lookup
+
+
+# Built once at import from the table derived from botocore's model (see _s3_model.py); a
+# request then costs a split of its query and a dict lookup.
+_S3_LOOKUP = _s3_lookup(_s3_operations.OPERATIONS, _s3_operations.SHARED)
+# The query tokens that tell operations apart; any other (prefix, versionId...) is an option.
+_S3_TOKENS = frozenset(token for key in _S3_LOOKUP for token in key[2])
+# Paths that are an operation's own, not a bucket (POST /WriteGetObjectResponse).
+_S3_FIXED_PATHS = frozenset(key[1] for key in _S3_LOOKUP if "{" not in key[1] and key[1] != "/")
+
+
+def _s3_tokens(query: str, params: object) -> frozenset:
+    """The query tokens of a request that tell S3 operations apart, from its query string and
+    from params held apart; options (prefix, versionId...) are left out."""
+    tokens = []
+    if query:
+        for part in query.split("&"):
+            if part in _S3_TOKENS:  # a whole key=value: list-type=2
+                tokens.append(part)
+            else:
+                key = part.partition("=")[0]
+                if key in _S3_TOKENS:
+                    tokens.append(key)
+    if (type(params) is dict or isinstance(params, Mapping)) and params:
+        for key, value in params.items():  # type: ignore[union-attr]
+            if key in _S3_TOKENS:
+                tokens.append(key)
+            elif isinstance(key, str) and f"{key}={value}" in _S3_TOKENS:
+                tokens.append(f"{key}={value}")
+    return frozenset(tokens)
+
+
 def s3_operation(method: object, path: object, params: object = None,
                  headers: object = None) -> str:
     """The botocore name of an S3 REST request, from its method, path, query and headers.
+
+    A request no operation of botocore's S3 model sends is named by its HTTP method. Requests
+    two operations send alike get the current operation's name (``GetBucketLifecycle`` and
+    ``GetBucketLifecycleConfiguration`` both send ``GET /bucket?lifecycle``).
 
     Args:
         method: the HTTP method.
@@ -258,30 +241,26 @@ def s3_operation(method: object, path: object, params: object = None,
         return UNKNOWN
     method = method.upper()
     path, _, query = path.partition("?")
-    keys = _query_keys(query)
-    if isinstance(params, Mapping) and params:
-        keys = keys | frozenset(k for k in params if isinstance(k, str))
+    tokens = _s3_tokens(query, params)
     bucket, _, key = path.lstrip("/").partition("/")
+    found = None
     if not bucket:
-        return "ListBuckets" if method == "GET" else _fallback(method)
-    if not key:
-        for sub, name in _S3_BUCKET_SUBRESOURCES.get(method, {}).items():
-            if sub in keys:
-                return name
-        if method == "GET" and query:
-            if "list-type=2" in query.split("&"):
-                return "ListObjectsV2"
-        return _S3_BUCKET_DEFAULT.get(method) or _fallback(method)
-    if method == "PUT" and "uploadId" in keys and "partNumber" in keys:
-        if _header(headers, "x-amz-copy-source") is not None:
-            return "UploadPartCopy"
-        return "UploadPart"
-    for sub, name in _S3_OBJECT_SUBRESOURCES.get(method, {}).items():
-        if sub in keys:
-            return name
-    if method == "PUT" and _header(headers, "x-amz-copy-source") is not None:
-        return "CopyObject"
-    return _S3_OBJECT_DEFAULT.get(method) or _fallback(method)
+        template = "/"
+    elif key:
+        template = "/{Bucket}/{Key+}"
+    else:
+        template = "/{Bucket}"
+        if "/" + bucket in _S3_FIXED_PATHS:
+            found = _S3_LOOKUP.get((method, "/" + bucket, tokens))
+    if found is None:
+        found = _S3_LOOKUP.get((method, template, tokens))
+        if found is None:
+            return _fallback(method)
+    name, checks = found
+    for required, other in checks:
+        if all(_header(headers, header) is not None for header in required):
+            return other
+    return name or _fallback(method)
 
 
 def _fallback(method: str) -> str:
