@@ -30,19 +30,28 @@ leaves the in-flight gauge).
 
 The global mode (``enable_metrics()`` with no argument) must reach clients of sessions it is
 never shown, made before it or after, so it wraps the one method every client's every call
-goes through, ``BaseClient._make_api_call``: a client's first call registers the handlers on
-that client, and the calls after it cost one look in the client's ``__dict__``. The recording
-is the events', as for one client. Importing this module imports botocore.
+goes through, ``BaseClient._make_api_call`` (and aiobotocore's ``AioBaseClient``'s, which
+replaces it with a coroutine, when aiobotocore is installed): a client's first call registers
+the handlers on that client, and the calls after it cost one look in the client's
+``__dict__``. The recording is the events', as for one client.
+
+aiobotocore's clients and sessions subclass botocore's and emit the same events (awaiting a
+handler's result only when it is awaitable), so everything here serves them unchanged: the
+per-call state lives in the call's own context dict, never in the hook or the thread, and
+so many coroutines' calls interleaved on one thread each keep their own. Importing this module
+imports botocore.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
+import logging
 import threading
 import time
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import ConnectionError as _ConnectionError
@@ -481,15 +490,15 @@ _MARK = "_boto_prom_global"  # in a client's __dict__: the global install that h
 
 
 class _Global:
-    """One global install: its hook, botocore's method it wrapped, and the clients it saw."""
+    """One global install: its hook, the methods it wrapped, and the clients it saw."""
 
     def __init__(self, hook: BotocoreHook) -> None:
         self.hook = hook
         self.active = True
         self.lock = threading.Lock()
         self.seen: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self.original: Any = None  # BaseClient's own _make_api_call, put back on uninstall
-        self.wrapper: Any = None  # ours
+        # (class, its own _make_api_call put back on uninstall, our wrapper of it)
+        self.patched: List[Tuple[type, Any, Any]] = []
 
     def cover(self, client: Any) -> None:
         """A client's first call under this install: give it the hook unless an active hook
@@ -511,12 +520,22 @@ class _Global:
 
 
 def _wrap(call: Any, state: _Global) -> Any:
-    """botocore's ``_make_api_call`` behind one check: has this install seen the client?
+    """A client class's ``_make_api_call`` behind one check: has this install seen the client?
 
     call is the method as read from the class, so a wrapper already there (wrapt's, as
-    OpenTelemetry's) is called as it expects to be. It returns what call returns untouched,
-    so it fits a coroutine function too (aiobotocore's ``AioBaseClient._make_api_call``).
+    OpenTelemetry's) is called as it expects to be. aiobotocore's is a coroutine function, and
+    its wrapper is one too, so that code asking ``inspect.iscoroutinefunction`` of it (other
+    instrumentations do) still gets the true answer.
     """
+    if inspect.iscoroutinefunction(call):
+        @functools.wraps(call)
+        async def _make_api_call_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.__dict__.get(_MARK) is not state and state.active:
+                state.cover(self)
+            return await call(self, *args, **kwargs)
+
+        return _make_api_call_async
+
     @functools.wraps(call)
     def _make_api_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         # BaseClient has no __slots__, so every client has a __dict__.
@@ -525,6 +544,26 @@ def _wrap(call: Any, state: _Global) -> Any:
         return call(self, *args, **kwargs)
 
     return _make_api_call
+
+
+def _client_classes() -> List[type]:
+    """The client classes whose own ``_make_api_call`` all calls go through: botocore's
+    ``BaseClient``, and aiobotocore's ``AioBaseClient`` when aiobotocore is installed (its
+    coroutine never calls botocore's). aiobotocore is imported to find it, so that clients of
+    an aiobotocore imported later are covered as well."""
+    from botocore.client import BaseClient
+
+    classes: List[type] = [BaseClient]
+    if importlib.util.find_spec("aiobotocore") is not None:
+        try:
+            from aiobotocore.client import AioBaseClient
+        except Exception as exc:
+            # An aiobotocore that does not import beside this botocore makes no clients.
+            logging.getLogger("boto_prom").debug(
+                "boto-prom: aiobotocore does not import (%s); its clients are not covered", exc)
+        else:
+            classes.append(AioBaseClient)
+    return classes
 
 
 _current: Optional[_Global] = None
@@ -537,7 +576,8 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     ``botocore.session.get_session()``'s.
 
     It wraps ``botocore.client.BaseClient._make_api_call``, the method every call of every
-    client goes through, as OpenTelemetry's botocore instrumentation does. A client's first
+    client goes through, as OpenTelemetry's botocore instrumentation does, and aiobotocore's
+    ``AioBaseClient._make_api_call`` when aiobotocore is installed. A client's first
     call after this registers the returned hook's event handlers on that client's emitter,
     unless an active hook of ours is there already (the client's own, or its session's),
     which then keeps recording it; after that, each call costs one look in the client's
@@ -553,30 +593,33 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     Raises:
         ConfigurationError: this botocore has no ``BaseClient._make_api_call``.
     """
-    from botocore.client import BaseClient
-
     global _current
     with _global_lock:
         if _current is not None:
             _uninstall_locked()
-        original = BaseClient.__dict__.get("_make_api_call")
-        if original is None:
+        classes = _client_classes()
+        if "_make_api_call" not in classes[0].__dict__:
             raise ConfigurationError(
                 "enable_metrics() with no argument needs botocore's "
                 "BaseClient._make_api_call, which this botocore does not have; enable "
                 "clients or sessions one by one instead.")
         state = _Global(BotocoreHook(recorder, settings))
-        state.original = original
-        state.wrapper = _wrap(BaseClient._make_api_call, state)
-        state.wrapper._boto_prom_original = original
-        BaseClient._make_api_call = state.wrapper
+        for cls in classes:
+            original = cls.__dict__.get("_make_api_call")
+            if original is None:
+                continue  # a subclass that inherits it: covered through its base
+            wrapper = _wrap(cls._make_api_call, state)  # type: ignore[attr-defined]
+            wrapper._boto_prom_original = original  # type: ignore[attr-defined]
+            setattr(cls, "_make_api_call", wrapper)
+            state.patched.append((cls, original, wrapper))
         _current = state
     return state.hook
 
 
 def uninstall_global() -> None:
-    """Undo :func:`install_global`: botocore's own ``_make_api_call`` goes back, and the
-    clients it gave the hook to stop being recorded (a hook of their own stays)."""
+    """Undo :func:`install_global`: botocore's (and aiobotocore's) own ``_make_api_call``
+    goes back, and the clients it gave the hook to stop being recorded (a hook of their own
+    stays)."""
     with _global_lock:
         _uninstall_locked()
 
@@ -586,15 +629,14 @@ def _uninstall_locked() -> None:
     state, _current = _current, None
     if state is None:
         return
-    from botocore.client import BaseClient
-
     with state.lock:
         state.active = False
         state.hook.active = False
         # Only our own wrapper is taken out. A wrapper someone put on top of ours stays, and
         # ours under it is inert now.
-        if BaseClient.__dict__.get("_make_api_call") is state.wrapper:
-            BaseClient._make_api_call = state.original
+        for cls, original, wrapper in state.patched:
+            if cls.__dict__.get("_make_api_call") is wrapper:
+                setattr(cls, "_make_api_call", original)
         clients = list(state.seen)
     for client in clients:
         try:

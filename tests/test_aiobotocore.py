@@ -1,0 +1,196 @@
+"""Async clients (aiobotocore, aioboto3, s3fs) against moto on loopback.
+
+aiobotocore's clients and sessions subclass botocore's and emit the same events, so the botocore
+adapter records them; these tests prove it with many coroutines on one client, and cover the
+global mode, which must wrap aiobotocore's own ``_make_api_call``. They run in their own
+environment (``.venv-aio``: aiobotocore pins botocore), which ``.ci/setup`` makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import inspect
+import logging
+import threading
+import time
+
+import pytest
+
+from tests.conftest import IN_CI
+
+
+def _need(name):
+    """Import a module the tests need: under CI=true a missing one fails, elsewhere it skips."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is not installed (.ci/setup makes .venv-aio)")
+
+
+aiobotocore_session = _need("aiobotocore.session")
+aioboto3 = _need("aioboto3")
+s3fs = _need("s3fs")
+
+from aiobotocore.client import AioBaseClient  # noqa: E402
+from aiobotocore.config import AioConfig  # noqa: E402
+from botocore.client import BaseClient  # noqa: E402
+
+from boto_prom import disable_metrics, enable_metrics  # noqa: E402
+from boto_prom.botocore import installed  # noqa: E402
+from tests.fault_server import closed_port  # noqa: E402
+from tests.test_botocore import (  # noqa: E402,F401  (the fixture is used by name)
+    CREDS,
+    REGION,
+    _no_aws_environment,
+    hook_errors,
+    series,
+    value,
+)
+
+S3 = dict(aws_service="s3", aws_region=REGION)
+BUCKET = "aio-bucket"
+BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+class _Gate:
+    """WSGI middleware over moto: holds every GET of a key under ``slow/`` until released."""
+
+    def __init__(self, app):
+        self.app = app
+        self.release = threading.Event()
+        self.release.set()
+        self.lock = threading.Lock()
+        self.held = 0
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] == "GET" and "/slow/" in environ.get("PATH_INFO", ""):
+            with self.lock:
+                self.held += 1
+            self.release.wait(30)
+        return self.app(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """moto's AWS-protocol server on loopback behind a gate that can hold slow/ keys, with a
+    bucket holding the objects fast/0 and slow/0."""
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    gate = _Gate(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, gate, threaded=True, request_handler=MotoRequestHandler)
+    server.socket.listen(1024)  # room for every coroutine's connection at once
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    gate.url = "http://127.0.0.1:%d" % server.server_address[1]
+
+    async def objects():
+        async with _client(gate.url) as client:
+            await client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={
+                "LocationConstraint": REGION})
+            for key in ("fast/0", "slow/0"):
+                await client.put_object(Bucket=BUCKET, Key=key, Body=b"x" * 100)
+
+    asyncio.run(objects())
+    yield gate
+    gate.release.set()
+    server.shutdown()
+    thread.join(10)
+
+
+def _client(url, session=None, **config):
+    """An aiobotocore S3 client context of url, with fake credentials, one attempt a call and
+    a connection pool that never makes a coroutine wait for another's connection."""
+    session = session or aiobotocore_session.get_session()
+    return session.create_client(
+        "s3", endpoint_url=url, region_name=REGION,
+        config=AioConfig(retries={"total_max_attempts": 1, "mode": "standard"},
+                         max_pool_connections=256, **config),
+        **CREDS)
+
+
+def _get(registry, action, status):
+    return value(registry, "boto_requests_total", action=action, status_code=status, **S3)
+
+
+@pytest.fixture
+def global_mode():
+    """disable_metrics() after the test, and botocore's and aiobotocore's own methods checked
+    to be back."""
+    sync, aio = BaseClient.__dict__["_make_api_call"], AioBaseClient.__dict__["_make_api_call"]
+    yield
+    disable_metrics()
+    assert BaseClient.__dict__["_make_api_call"] is sync
+    assert AioBaseClient.__dict__["_make_api_call"] is aio
+
+
+# --- many coroutines on one client -------------------------------------------------------------
+
+def test_200_concurrent_calls_on_one_client(moto, registry):
+    """200 coroutines on one enabled client: exact counts per action and status, the in-flight
+    gauge at the held calls' number while they are held and back to 0, and each call's
+    duration its own: past the bucket every other call fits in fall exactly the 40 calls the
+    server held."""
+    fast = []  # each call not held: its duration as its caller saw it
+
+    async def timed(call, held):
+        start = time.perf_counter()
+        try:
+            response = await call
+            if "Body" in response:
+                await response["Body"].read()
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "404":
+                raise
+        if not held:
+            fast.append(time.perf_counter() - start)
+
+    async def run():
+        async with _client(moto.url) as client:
+            enable_metrics(client, registry=registry, start_server=False, buckets=BUCKETS)
+            calls = ([timed(client.get_object(Bucket=BUCKET, Key="slow/0"), True)
+                      for _ in range(40)]
+                     + [timed(client.get_object(Bucket=BUCKET, Key="fast/0"), False)
+                        for _ in range(120)]
+                     + [timed(client.head_object(Bucket=BUCKET, Key=f"missing/{i}"), False)
+                        for i in range(20)]
+                     + [timed(client.put_object(Bucket=BUCKET, Key=f"new/{i}", Body=b"y" * 10),
+                              False) for i in range(20)])
+            tasks = [asyncio.ensure_future(call) for call in calls]
+            while len(fast) < 160 or moto.held < 40:
+                await asyncio.sleep(0.01)
+            # Every held call started before now, every other one has ended: the bucket their
+            # durations fit in is known, and holding that long puts each held call past it.
+            held_since = time.perf_counter()
+            in_flight = value(registry, "boto_requests_in_flight", **S3)
+            limit = min(b for b in BUCKETS if b >= max(fast))
+            await asyncio.sleep(limit - (time.perf_counter() - held_since) + 0.05)
+            moto.release.set()
+            await asyncio.gather(*tasks)
+            return in_flight, limit
+
+    moto.held = 0
+    moto.release.clear()
+    try:
+        in_flight, limit = asyncio.run(run())
+    finally:
+        moto.release.set()
+    assert in_flight == 40
+    assert _get(registry, "GetObject", "200") == 160
+    assert _get(registry, "HeadObject", "404") == 20
+    assert _get(registry, "PutObject", "200") == 20
+    assert sum(series(registry, "boto_requests").values()) == 200
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
+    for family in ("boto_request_duration_seconds", "boto_attempt_duration_seconds"):
+        get = dict(action="GetObject", **S3)
+        assert value(registry, family + "_bucket", le=str(limit), **get) == 120
+        assert value(registry, family + "_bucket", le="+Inf", **get) == 160
+        assert value(registry, family + "_sum", **get) > 40 * limit
+        for action in ("HeadObject", "PutObject"):
+            assert value(registry, family + "_bucket", le=str(limit), action=action,
+                         **S3) == 20
+    assert value(registry, "boto_response_size_bytes_sum", action="GetObject", **S3) == 16000
+    assert value(registry, "boto_request_size_bytes_sum", action="PutObject", **S3) == 200
+    assert hook_errors(registry) == {}
