@@ -21,8 +21,9 @@ and none of them can be left out:
 A call with one attempt thus runs four handlers. ``needs-retry`` is not listened to: botocore
 takes the first answer of its handlers, which another handler cannot see, so watching it would
 mean re-deciding what botocore's retry handler decides; retries are the attempts after the
-first. botocore older than about 1.40 hands ``before-send`` no context: there a handler on
-``request-created``, just before it on the same thread, points ``before-send`` at the call.
+first. Older botocore (1.40 among them) hands ``before-send`` no context: there a handler on
+``request-created``, just before it in the same thread and asyncio task, points ``before-send``
+at the call.
 
 Only ``before-call`` is taken out when metrics are disabled; the other handlers finish whatever
 call state they find, so a call under way when metrics are disabled still finishes cleanly (and
@@ -44,6 +45,7 @@ imports botocore.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib.util
 import inspect
@@ -99,9 +101,12 @@ _FILTERED = object()  # cached for a label set the recorder's filters drop
 _clock = time.perf_counter  # monotonic, and the finest clock there is
 
 # botocore gave the prepared request a ``context`` only in recent releases; before that,
-# ``before-send`` finds the call through the thread that just built the request.
+# ``before-send`` finds the call through the thread that just built the request, and the
+# asyncio task: a context variable is both, so coroutines that interleave on one thread
+# between the two events (an async handler may let others run) each find their own call.
 _PREPARED_HAS_CONTEXT = "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
-_local = threading.local()
+_handed: "contextvars.ContextVar[Optional[_Call]]" = contextvars.ContextVar(
+    "boto_prom_handed", default=None)
 
 
 class _Call:
@@ -279,16 +284,16 @@ def _start_attempt(call: _Call, request: Any) -> None:
 
 def _on_request_created(request: Any = None, **kwargs: Any) -> None:
     # Only for botocore whose prepared requests carry no context (see the module docstring).
-    # Registered last, after signing: nothing runs between here and before-send but the
-    # request's preparation, so no other call can come in between on this thread.
+    # Registered last, after signing: in this thread and task, nothing runs between here and
+    # before-send but the request's preparation.
     context = getattr(request, "context", None)
-    _local.call = context.get(_KEY) if type(context) is dict else None
+    _handed.set(context.get(_KEY) if type(context) is dict else None)
 
 
 def _on_before_send_handed(request: Any = None, **kwargs: Any) -> None:
     # before-send where the prepared request has no context: the call request-created handed.
-    call = getattr(_local, "call", None)
-    _local.call = None
+    call = _handed.get()
+    _handed.set(None)
     if call is not None:
         _start_attempt(call, request)
 

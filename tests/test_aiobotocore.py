@@ -194,3 +194,23 @@ def test_200_concurrent_calls_on_one_client(moto, registry):
     assert value(registry, "boto_response_size_bytes_sum", action="GetObject", **S3) == 16000
     assert value(registry, "boto_request_size_bytes_sum", action="PutObject", **S3) == 200
     assert hook_errors(registry) == {}
+
+
+def test_calls_interleaved_between_request_and_send_keep_their_own_state(moto, registry):
+    """An async before-send handler that lets other coroutines run between a request's creation
+    and its sending does not mix calls up, where botocore hands the call from request-created
+    to before-send (its prepared requests carry no context)."""
+    async def yields(**kwargs):
+        await asyncio.sleep(0)
+
+    async def run():
+        async with _client(moto.url) as client:
+            enable_metrics(client, registry=registry, start_server=False)
+            client.meta.events.register_first("before-send.s3", yields)
+            await asyncio.gather(*(client.head_object(Bucket=BUCKET, Key="fast/0")
+                                   for _ in range(50)))
+
+    asyncio.run(run())
+    assert _get(registry, "HeadObject", "200") == 50
+    assert value(registry, "boto_attempt_duration_seconds_count", action="HeadObject", **S3) == 50
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
