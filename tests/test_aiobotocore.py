@@ -214,3 +214,165 @@ def test_calls_interleaved_between_request_and_send_keep_their_own_state(moto, r
     assert _get(registry, "HeadObject", "200") == 50
     assert value(registry, "boto_attempt_duration_seconds_count", action="HeadObject", **S3) == 50
     assert value(registry, "boto_requests_in_flight", **S3) == 0
+
+
+def test_a_refused_connection_is_counted_as_on_botocore(registry):
+    """A call to a port nothing listens on is counted once, with no status and its exception
+    as error_type, and leaves the in-flight gauge."""
+    async def run():
+        async with _client(f"http://127.0.0.1:{closed_port()}") as client:
+            enable_metrics(client, registry=registry, start_server=False)
+            with pytest.raises(Exception):
+                await client.head_object(Bucket=BUCKET, Key="k")
+
+    asyncio.run(run())
+    assert _get(registry, "HeadObject", "none") == 1
+    errors = series(registry, "boto_request_errors")
+    assert [dict(labels)["error_type"] for labels, n in errors.items() if n] == [
+        "EndpointConnectionError"]
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
+
+
+def test_a_cancelled_call_leaves_the_in_flight_gauge(moto, registry):
+    """A call cancelled while the server holds it is not counted (botocore sends no event for
+    it, as for Ctrl-C on a botocore call) and leaves the in-flight gauge once its task is
+    gone."""
+    async def run():
+        async with _client(moto.url) as client:
+            enable_metrics(client, registry=registry, start_server=False)
+            task = asyncio.ensure_future(client.get_object(Bucket=BUCKET, Key="slow/0"))
+            while moto.held < 1:
+                await asyncio.sleep(0.01)
+            in_flight = value(registry, "boto_requests_in_flight", **S3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            del task
+            gc.collect()
+            return in_flight
+
+    moto.held = 0
+    moto.release.clear()
+    try:
+        assert asyncio.run(run()) == 1
+    finally:
+        moto.release.set()
+    gc.collect()
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
+    assert sum(series(registry, "boto_requests").values()) == 0
+
+
+# --- sessions: aiobotocore's, aioboto3's, s3fs's ------------------------------------------------
+
+def test_an_aiosession_records_the_clients_made_from_it(moto, registry):
+    """enable_metrics(AioSession) records its clients made afterwards with the same metrics as a
+    botocore session's, and disable_metrics(session) stops them."""
+    session = aiobotocore_session.get_session()
+    hook = enable_metrics(session, registry=registry, start_server=False)
+    assert enable_metrics(session, registry=registry, start_server=False) is hook
+
+    async def run():
+        async with _client(moto.url, session) as client:
+            assert installed(client) is hook
+            await client.head_object(Bucket=BUCKET, Key="fast/0")
+            await client.put_object(Bucket=BUCKET, Key="session/0", Body=b"z" * 7)
+            assert disable_metrics(session) is True
+            await client.head_object(Bucket=BUCKET, Key="fast/0")
+
+    asyncio.run(run())
+    assert _get(registry, "HeadObject", "200") == 1
+    assert _get(registry, "PutObject", "200") == 1
+    assert value(registry, "boto_request_size_bytes_sum", action="PutObject", **S3) == 7
+    assert value(registry, "boto_request_duration_seconds_count", action="HeadObject", **S3) == 1
+    assert hook_errors(registry) == {}
+
+
+def test_an_aioboto3_session_records_its_clients_and_resources(moto, registry):
+    """enable_metrics(aioboto3.Session()) records the calls of its clients and of its
+    resources' clients."""
+    session = aioboto3.Session(region_name=REGION, **CREDS)
+    hook = enable_metrics(session, registry=registry, start_server=False)
+    config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+
+    async def run():
+        async with session.client("s3", endpoint_url=moto.url, config=config) as client:
+            assert installed(client) is hook
+            await client.head_object(Bucket=BUCKET, Key="fast/0")
+        async with session.resource("s3", endpoint_url=moto.url, config=config) as s3:
+            obj = await s3.Object(BUCKET, "fast/0")
+            await obj.load()
+
+    asyncio.run(run())
+    assert _get(registry, "HeadObject", "200") == 2
+    assert disable_metrics(session) is True
+
+
+def _s3fs(url, **kwargs):
+    """An s3fs filesystem of url with fake credentials, not shared with other tests."""
+    return s3fs.S3FileSystem(key=CREDS["aws_access_key_id"],
+                             secret=CREDS["aws_secret_access_key"],
+                             client_kwargs={"endpoint_url": url, "region_name": REGION},
+                             skip_instance_cache=True, **kwargs)
+
+
+def _write_and_read(fs, key):
+    data = b"s3fs" * 25
+    fs.pipe_file(f"{BUCKET}/{key}", data)
+    assert fs.cat_file(f"{BUCKET}/{key}") == data
+
+
+def test_s3fs_with_an_enabled_session(moto, registry):
+    """An s3fs write and read through the AioSession s3fs is given (its ``session=``) are
+    counted: one PutObject, one GetObject, with their sizes."""
+    session = aiobotocore_session.get_session()
+    enable_metrics(session, registry=registry, start_server=False)
+    _write_and_read(_s3fs(moto.url, session=session), "s3fs/session")
+    assert _get(registry, "PutObject", "200") == 1
+    assert _get(registry, "GetObject", "200") == 1
+    assert value(registry, "boto_request_size_bytes_sum", action="PutObject", **S3) == 100
+    assert value(registry, "boto_response_size_bytes_sum", action="GetObject", **S3) == 100
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
+
+
+# --- global mode --------------------------------------------------------------------------------
+
+def test_global_mode_covers_aiobotocore_aioboto3_and_s3fs(moto, registry, global_mode):
+    """enable_metrics() with no argument covers aiobotocore clients made before it or after,
+    an aioboto3 session's, and the session s3fs makes itself, each call counted once; a
+    client enabled on its own keeps its hook; disable_metrics() puts aiobotocore back."""
+    from prometheus_client import CollectorRegistry
+
+    elsewhere = CollectorRegistry()
+
+    async def run():
+        async with _client(moto.url) as before, _client(moto.url) as own:
+            mine = enable_metrics(own, registry=elsewhere, start_server=False)
+            hook = enable_metrics(registry=registry, start_server=False)
+            assert inspect.iscoroutinefunction(AioBaseClient._make_api_call)
+            async with _client(moto.url) as after, \
+                    aioboto3.Session(region_name=REGION, **CREDS).client(
+                        "s3", endpoint_url=moto.url) as of_aioboto3:
+                for client in (before, own, after, of_aioboto3):
+                    await client.head_object(Bucket=BUCKET, Key="fast/0")
+                for client in (before, after, of_aioboto3):
+                    assert installed(client) is hook.botocore
+            assert installed(own) is mine
+            await before.head_object(Bucket=BUCKET, Key="fast/0")
+            assert disable_metrics() is True
+            await before.head_object(Bucket=BUCKET, Key="fast/0")
+
+    asyncio.run(run())
+    assert _get(registry, "HeadObject", "200") == 4
+    assert value(elsewhere, "boto_requests_total", action="HeadObject", status_code="200",
+                 **S3) == 1
+    assert hook_errors(registry) == {}
+
+
+def test_global_mode_counts_s3fs(moto, registry, global_mode):
+    """Under enable_metrics(), an s3fs write and read, through the AioSession s3fs makes on its
+    own, are counted once each."""
+    enable_metrics(registry=registry, start_server=False)
+    _write_and_read(_s3fs(moto.url), "s3fs/global")
+    assert _get(registry, "PutObject", "200") == 1
+    assert _get(registry, "GetObject", "200") == 1
+    assert value(registry, "boto_requests_in_flight", **S3) == 0
