@@ -31,10 +31,11 @@ leaves the in-flight gauge).
 
 The global mode (``enable_metrics()`` with no argument) must reach clients of sessions it is
 never shown, made before it or after, so it wraps the one method every client's every call
-goes through, ``BaseClient._make_api_call`` (and aiobotocore's ``AioBaseClient``'s, which
-replaces it with a coroutine, when aiobotocore is installed): a client's first call registers
-the handlers on that client, and the calls after it cost one look in the client's
-``__dict__``. The recording is the events', as for one client.
+goes through, ``BaseClient._make_api_call``, and every subclass's own (aiobotocore's
+``AioBaseClient`` replaces it with a coroutine), whether the subclass exists already or is
+defined later: a client's first call registers the handlers on that client, and the calls
+after it cost one look in the client's ``__dict__``. The recording is the events', as for one
+client.
 
 aiobotocore's clients and sessions subclass botocore's and emit the same events (awaiting a
 handler's result only when it is awaitable), so everything here serves them unchanged: the
@@ -47,9 +48,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import importlib.util
 import inspect
-import logging
 import threading
 import time
 import weakref
@@ -504,6 +503,16 @@ class _Global:
         self.seen: "weakref.WeakSet[Any]" = weakref.WeakSet()
         # (class, its own _make_api_call put back on uninstall, our wrapper of it)
         self.patched: List[Tuple[type, Any, Any]] = []
+        self.init_subclass: Any = None  # BaseClient's own __init_subclass__, if it had one
+        self.init_subclass_wrapper: Any = None  # ours, in BaseClient while installed
+
+    def wrap(self, cls: type) -> None:
+        """Put our wrapper over a client class's own ``_make_api_call``."""
+        original = cls.__dict__["_make_api_call"]
+        wrapper = _wrap(getattr(cls, "_make_api_call"), self)
+        wrapper._boto_prom_original = original
+        setattr(cls, "_make_api_call", wrapper)
+        self.patched.append((cls, original, wrapper))
 
     def cover(self, client: Any) -> None:
         """A client's first call under this install: give it the hook unless an active hook
@@ -551,24 +560,39 @@ def _wrap(call: Any, state: _Global) -> Any:
     return _make_api_call
 
 
-def _client_classes() -> List[type]:
-    """The client classes whose own ``_make_api_call`` all calls go through: botocore's
-    ``BaseClient``, and aiobotocore's ``AioBaseClient`` when aiobotocore is installed (its
-    coroutine never calls botocore's). aiobotocore is imported to find it, so that clients of
-    an aiobotocore imported later are covered as well."""
+def _own_make_api_call(base: type) -> List[type]:
+    """base and its subclasses that define their own ``_make_api_call`` (aiobotocore's
+    ``AioBaseClient``, when it is imported); the classes botocore makes for each service only
+    inherit it."""
+    found, todo, seen = [], [base], set()
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.add(cls)
+            if "_make_api_call" in cls.__dict__:
+                found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def _init_subclass(state: _Global) -> Any:
+    """BaseClient's ``__init_subclass__`` while state is installed: a client class defined
+    later with its own ``_make_api_call`` (aiobotocore imported after enabling, or in the
+    middle of being imported when ``boto-prom run`` enables on botocore's import) is wrapped
+    as it is made."""
     from botocore.client import BaseClient
 
-    classes: List[type] = [BaseClient]
-    if importlib.util.find_spec("aiobotocore") is not None:
-        try:
-            from aiobotocore.client import AioBaseClient
-        except Exception as exc:
-            # An aiobotocore that does not import beside this botocore makes no clients.
-            logging.getLogger("boto_prom").debug(
-                "boto-prom: aiobotocore does not import (%s); its clients are not covered", exc)
+    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+        if state.init_subclass is not None:
+            state.init_subclass.__get__(None, cls)(**kwargs)
         else:
-            classes.append(AioBaseClient)
-    return classes
+            super(BaseClient, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+        if "_make_api_call" in cls.__dict__:
+            with state.lock:
+                if state.active:
+                    state.wrap(cls)
+
+    return classmethod(__init_subclass__)
 
 
 _current: Optional[_Global] = None
@@ -581,8 +605,9 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     ``botocore.session.get_session()``'s.
 
     It wraps ``botocore.client.BaseClient._make_api_call``, the method every call of every
-    client goes through, as OpenTelemetry's botocore instrumentation does, and aiobotocore's
-    ``AioBaseClient._make_api_call`` when aiobotocore is installed. A client's first
+    client goes through, as OpenTelemetry's botocore instrumentation does, and the one of
+    every subclass defining its own, now or later: aiobotocore's ``AioBaseClient``, whether
+    aiobotocore is imported before or after (it is not imported here). A client's first
     call after this registers the returned hook's event handlers on that client's emitter,
     unless an active hook of ours is there already (the client's own, or its session's),
     which then keeps recording it; after that, each call costs one look in the client's
@@ -598,25 +623,24 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     Raises:
         ConfigurationError: this botocore has no ``BaseClient._make_api_call``.
     """
+    from botocore.client import BaseClient
+
     global _current
     with _global_lock:
         if _current is not None:
             _uninstall_locked()
-        classes = _client_classes()
-        if "_make_api_call" not in classes[0].__dict__:
+        if "_make_api_call" not in BaseClient.__dict__:
             raise ConfigurationError(
                 "enable_metrics() with no argument needs botocore's "
                 "BaseClient._make_api_call, which this botocore does not have; enable "
                 "clients or sessions one by one instead.")
         state = _Global(BotocoreHook(recorder, settings))
-        for cls in classes:
-            original = cls.__dict__.get("_make_api_call")
-            if original is None:
-                continue  # a subclass that inherits it: covered through its base
-            wrapper = _wrap(cls._make_api_call, state)  # type: ignore[attr-defined]
-            wrapper._boto_prom_original = original  # type: ignore[attr-defined]
-            setattr(cls, "_make_api_call", wrapper)
-            state.patched.append((cls, original, wrapper))
+        with state.lock:
+            for cls in _own_make_api_call(BaseClient):
+                state.wrap(cls)
+            state.init_subclass = BaseClient.__dict__.get("__init_subclass__")
+            state.init_subclass_wrapper = _init_subclass(state)
+            BaseClient.__init_subclass__ = state.init_subclass_wrapper
         _current = state
     return state.hook
 
@@ -634,6 +658,8 @@ def _uninstall_locked() -> None:
     state, _current = _current, None
     if state is None:
         return
+    from botocore.client import BaseClient
+
     with state.lock:
         state.active = False
         state.hook.active = False
@@ -642,6 +668,11 @@ def _uninstall_locked() -> None:
         for cls, original, wrapper in state.patched:
             if cls.__dict__.get("_make_api_call") is wrapper:
                 setattr(cls, "_make_api_call", original)
+        if BaseClient.__dict__.get("__init_subclass__") is state.init_subclass_wrapper:
+            if state.init_subclass is None:
+                del BaseClient.__init_subclass__
+            else:
+                BaseClient.__init_subclass__ = state.init_subclass
         clients = list(state.seen)
     for client in clients:
         try:

@@ -13,6 +13,9 @@ import gc
 import importlib
 import inspect
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -39,6 +42,7 @@ from botocore.client import BaseClient  # noqa: E402
 from boto_prom import disable_metrics, enable_metrics  # noqa: E402
 from boto_prom.botocore import installed  # noqa: E402
 from tests.fault_server import closed_port  # noqa: E402
+from tests.procs import child_env, free_port, get, read_line  # noqa: E402
 from tests.test_botocore import (  # noqa: E402,F401  (the fixture is used by name)
     CREDS,
     REGION,
@@ -124,6 +128,7 @@ def global_mode():
     disable_metrics()
     assert BaseClient.__dict__["_make_api_call"] is sync
     assert AioBaseClient.__dict__["_make_api_call"] is aio
+    assert "__init_subclass__" not in BaseClient.__dict__
 
 
 # --- many coroutines on one client -------------------------------------------------------------
@@ -376,3 +381,53 @@ def test_global_mode_counts_s3fs(moto, registry, global_mode):
     assert _get(registry, "PutObject", "200") == 1
     assert _get(registry, "GetObject", "200") == 1
     assert value(registry, "boto_requests_in_flight", **S3) == 0
+
+
+# An unchanged aiobotocore (or s3fs) program: its first import is argv[2], then 3 calls, "ready",
+# and it waits for stdin to close. Importing aiobotocore.client first imports botocore in the
+# middle of it: boto-prom run enables metrics then, before AioBaseClient exists.
+AIO_PROGRAM = """
+import asyncio, importlib, sys
+importlib.import_module(sys.argv[2])
+from aiobotocore.session import get_session
+
+async def main(url):
+    async with get_session().create_client(
+            "s3", endpoint_url=url, region_name="us-west-2",
+            aws_access_key_id="AKIATESTTESTTESTTEST", aws_secret_access_key="x") as s3:
+        await asyncio.gather(*(s3.list_buckets() for _ in range(3)))
+
+if sys.argv[2] == "s3fs":
+    import s3fs
+    fs = s3fs.S3FileSystem(key="AKIATESTTESTTESTTEST", secret="x", client_kwargs={
+        "endpoint_url": sys.argv[1], "region_name": "us-west-2"})
+    for _ in range(3):
+        fs.ls("aio-bucket", refresh=True)
+else:
+    asyncio.run(main(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("first, action", [("aiobotocore.client", "ListBuckets"),
+                                           ("s3fs", "ListObjectsV2")])
+def test_boto_prom_run_records_an_unchanged_async_program(moto, tmp_path, first, action):
+    """Under boto-prom run, an aiobotocore program whose first import is aiobotocore.client,
+    and an s3fs program, have their calls served."""
+    program = tmp_path / "program.py"
+    program.write_text(AIO_PROGRAM)
+    port = free_port()
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "boto-prom"), "run", "--port", str(port),
+         "--", sys.executable, str(program), moto.url, first],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env())
+    try:
+        assert read_line(proc, 60) == "ready"
+        body = get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and err == "", err
+    assert (f'boto_requests_total{{action="{action}",aws_region="us-west-2",aws_service="s3",'
+            f'status_code="200"}} 3.0') in body
