@@ -431,3 +431,23 @@ def test_boto_prom_run_records_an_unchanged_async_program(moto, tmp_path, first,
     assert proc.returncode == 0 and err == "", err
     assert (f'boto_requests_total{{action="{action}",aws_region="us-west-2",aws_service="s3",'
             f'status_code="200"}} 3.0') in body
+
+
+def test_a_client_class_defined_after_enabling_is_wrapped(global_mode, registry):
+    """A client class with its own _make_api_call defined after enable_metrics() (aiobotocore
+    imported later) gets a coroutine wrapper as it is defined, and its own method back on
+    disable_metrics(); classes that only inherit it are left alone."""
+    enable_metrics(registry=registry, start_server=False)
+
+    class Later(AioBaseClient):
+        async def _make_api_call(self, operation_name, api_params):
+            return operation_name
+
+    class Service(Later):
+        pass
+
+    wrapper = Later.__dict__["_make_api_call"]
+    assert inspect.iscoroutinefunction(wrapper)
+    assert "_make_api_call" not in Service.__dict__
+    disable_metrics()
+    assert Later.__dict__["_make_api_call"] is wrapper._boto_prom_original
