@@ -21,8 +21,9 @@ and none of them can be left out:
 A call with one attempt thus runs four handlers. ``needs-retry`` is not listened to: botocore
 takes the first answer of its handlers, which another handler cannot see, so watching it would
 mean re-deciding what botocore's retry handler decides; retries are the attempts after the
-first. botocore older than about 1.40 hands ``before-send`` no context: there a handler on
-``request-created``, just before it on the same thread, points ``before-send`` at the call.
+first. Older botocore (1.40 among them) hands ``before-send`` no context: there a handler on
+``request-created``, just before it in the same thread and asyncio task, points ``before-send``
+at the call.
 
 Only ``before-call`` is taken out when metrics are disabled; the other handlers finish whatever
 call state they find, so a call under way when metrics are disabled still finishes cleanly (and
@@ -30,19 +31,28 @@ leaves the in-flight gauge).
 
 The global mode (``enable_metrics()`` with no argument) must reach clients of sessions it is
 never shown, made before it or after, so it wraps the one method every client's every call
-goes through, ``BaseClient._make_api_call``: a client's first call registers the handlers on
-that client, and the calls after it cost one look in the client's ``__dict__``. The recording
-is the events', as for one client. Importing this module imports botocore.
+goes through, ``BaseClient._make_api_call``, and every subclass's own (aiobotocore's
+``AioBaseClient`` replaces it with a coroutine), whether the subclass exists already or is
+defined later: a client's first call registers the handlers on that client, and the calls
+after it cost one look in the client's ``__dict__``. The recording is the events', as for one
+client.
+
+aiobotocore's clients and sessions subclass botocore's and emit the same events (awaiting a
+handler's result only when it is awaitable), so everything here serves them unchanged: the
+per-call state lives in the call's own context dict, never in the hook or the thread, and
+so many coroutines' calls interleaved on one thread each keep their own. Importing this module
+imports botocore.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import threading
 import time
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from botocore.awsrequest import AWSPreparedRequest
 from botocore.exceptions import ConnectionError as _ConnectionError
@@ -90,9 +100,12 @@ _FILTERED = object()  # cached for a label set the recorder's filters drop
 _clock = time.perf_counter  # monotonic, and the finest clock there is
 
 # botocore gave the prepared request a ``context`` only in recent releases; before that,
-# ``before-send`` finds the call through the thread that just built the request.
+# ``before-send`` finds the call through the thread that just built the request, and the
+# asyncio task: a context variable is both, so coroutines that interleave on one thread
+# between the two events (an async handler may let others run) each find their own call.
 _PREPARED_HAS_CONTEXT = "context" in inspect.signature(AWSPreparedRequest.__init__).parameters
-_local = threading.local()
+_handed: "contextvars.ContextVar[Optional[_Call]]" = contextvars.ContextVar(
+    "boto_prom_handed", default=None)
 
 
 class _Call:
@@ -270,16 +283,16 @@ def _start_attempt(call: _Call, request: Any) -> None:
 
 def _on_request_created(request: Any = None, **kwargs: Any) -> None:
     # Only for botocore whose prepared requests carry no context (see the module docstring).
-    # Registered last, after signing: nothing runs between here and before-send but the
-    # request's preparation, so no other call can come in between on this thread.
+    # Registered last, after signing: in this thread and task, nothing runs between here and
+    # before-send but the request's preparation.
     context = getattr(request, "context", None)
-    _local.call = context.get(_KEY) if type(context) is dict else None
+    _handed.set(context.get(_KEY) if type(context) is dict else None)
 
 
 def _on_before_send_handed(request: Any = None, **kwargs: Any) -> None:
     # before-send where the prepared request has no context: the call request-created handed.
-    call = getattr(_local, "call", None)
-    _local.call = None
+    call = _handed.get()
+    _handed.set(None)
     if call is not None:
         _start_attempt(call, request)
 
@@ -481,15 +494,25 @@ _MARK = "_boto_prom_global"  # in a client's __dict__: the global install that h
 
 
 class _Global:
-    """One global install: its hook, botocore's method it wrapped, and the clients it saw."""
+    """One global install: its hook, the methods it wrapped, and the clients it saw."""
 
     def __init__(self, hook: BotocoreHook) -> None:
         self.hook = hook
         self.active = True
         self.lock = threading.Lock()
         self.seen: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self.original: Any = None  # BaseClient's own _make_api_call, put back on uninstall
-        self.wrapper: Any = None  # ours
+        # (class, its own _make_api_call put back on uninstall, our wrapper of it)
+        self.patched: List[Tuple[type, Any, Any]] = []
+        self.init_subclass: Any = None  # BaseClient's own __init_subclass__, if it had one
+        self.init_subclass_wrapper: Any = None  # ours, in BaseClient while installed
+
+    def wrap(self, cls: type) -> None:
+        """Put our wrapper over a client class's own ``_make_api_call``."""
+        original = cls.__dict__["_make_api_call"]
+        wrapper = _wrap(getattr(cls, "_make_api_call"), self)
+        wrapper._boto_prom_original = original
+        setattr(cls, "_make_api_call", wrapper)
+        self.patched.append((cls, original, wrapper))
 
     def cover(self, client: Any) -> None:
         """A client's first call under this install: give it the hook unless an active hook
@@ -511,12 +534,22 @@ class _Global:
 
 
 def _wrap(call: Any, state: _Global) -> Any:
-    """botocore's ``_make_api_call`` behind one check: has this install seen the client?
+    """A client class's ``_make_api_call`` behind one check: has this install seen the client?
 
     call is the method as read from the class, so a wrapper already there (wrapt's, as
-    OpenTelemetry's) is called as it expects to be. It returns what call returns untouched,
-    so it fits a coroutine function too (aiobotocore's ``AioBaseClient._make_api_call``).
+    OpenTelemetry's) is called as it expects to be. aiobotocore's is a coroutine function, and
+    its wrapper is one too, so that code asking ``inspect.iscoroutinefunction`` of it (other
+    instrumentations do) still gets the true answer.
     """
+    if inspect.iscoroutinefunction(call):
+        @functools.wraps(call)
+        async def _make_api_call_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.__dict__.get(_MARK) is not state and state.active:
+                state.cover(self)
+            return await call(self, *args, **kwargs)
+
+        return _make_api_call_async
+
     @functools.wraps(call)
     def _make_api_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         # BaseClient has no __slots__, so every client has a __dict__.
@@ -525,6 +558,41 @@ def _wrap(call: Any, state: _Global) -> Any:
         return call(self, *args, **kwargs)
 
     return _make_api_call
+
+
+def _own_make_api_call(base: type) -> List[type]:
+    """base and its subclasses that define their own ``_make_api_call`` (aiobotocore's
+    ``AioBaseClient``, when it is imported); the classes botocore makes for each service only
+    inherit it."""
+    found, todo, seen = [], [base], set()
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.add(cls)
+            if "_make_api_call" in cls.__dict__:
+                found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def _init_subclass(state: _Global) -> Any:
+    """BaseClient's ``__init_subclass__`` while state is installed: a client class defined
+    later with its own ``_make_api_call`` (aiobotocore imported after enabling, or in the
+    middle of being imported when ``boto-prom run`` enables on botocore's import) is wrapped
+    as it is made."""
+    from botocore.client import BaseClient
+
+    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+        if state.init_subclass is not None:
+            state.init_subclass.__get__(None, cls)(**kwargs)
+        else:
+            super(BaseClient, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+        if "_make_api_call" in cls.__dict__:
+            with state.lock:
+                if state.active:
+                    state.wrap(cls)
+
+    return classmethod(__init_subclass__)
 
 
 _current: Optional[_Global] = None
@@ -537,7 +605,9 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     ``botocore.session.get_session()``'s.
 
     It wraps ``botocore.client.BaseClient._make_api_call``, the method every call of every
-    client goes through, as OpenTelemetry's botocore instrumentation does. A client's first
+    client goes through, as OpenTelemetry's botocore instrumentation does, and the one of
+    every subclass defining its own, now or later: aiobotocore's ``AioBaseClient``, whether
+    aiobotocore is imported before or after (it is not imported here). A client's first
     call after this registers the returned hook's event handlers on that client's emitter,
     unless an active hook of ours is there already (the client's own, or its session's),
     which then keeps recording it; after that, each call costs one look in the client's
@@ -559,24 +629,26 @@ def install_global(recorder: Any, settings: Any) -> BotocoreHook:
     with _global_lock:
         if _current is not None:
             _uninstall_locked()
-        original = BaseClient.__dict__.get("_make_api_call")
-        if original is None:
+        if "_make_api_call" not in BaseClient.__dict__:
             raise ConfigurationError(
                 "enable_metrics() with no argument needs botocore's "
                 "BaseClient._make_api_call, which this botocore does not have; enable "
                 "clients or sessions one by one instead.")
         state = _Global(BotocoreHook(recorder, settings))
-        state.original = original
-        state.wrapper = _wrap(BaseClient._make_api_call, state)
-        state.wrapper._boto_prom_original = original
-        BaseClient._make_api_call = state.wrapper
+        with state.lock:
+            for cls in _own_make_api_call(BaseClient):
+                state.wrap(cls)
+            state.init_subclass = BaseClient.__dict__.get("__init_subclass__")
+            state.init_subclass_wrapper = _init_subclass(state)
+            BaseClient.__init_subclass__ = state.init_subclass_wrapper
         _current = state
     return state.hook
 
 
 def uninstall_global() -> None:
-    """Undo :func:`install_global`: botocore's own ``_make_api_call`` goes back, and the
-    clients it gave the hook to stop being recorded (a hook of their own stays)."""
+    """Undo :func:`install_global`: botocore's (and aiobotocore's) own ``_make_api_call``
+    goes back, and the clients it gave the hook to stop being recorded (a hook of their own
+    stays)."""
     with _global_lock:
         _uninstall_locked()
 
@@ -593,8 +665,14 @@ def _uninstall_locked() -> None:
         state.hook.active = False
         # Only our own wrapper is taken out. A wrapper someone put on top of ours stays, and
         # ours under it is inert now.
-        if BaseClient.__dict__.get("_make_api_call") is state.wrapper:
-            BaseClient._make_api_call = state.original
+        for cls, original, wrapper in state.patched:
+            if cls.__dict__.get("_make_api_call") is wrapper:
+                setattr(cls, "_make_api_call", original)
+        if BaseClient.__dict__.get("__init_subclass__") is state.init_subclass_wrapper:
+            if state.init_subclass is None:
+                del BaseClient.__init_subclass__
+            else:
+                BaseClient.__init_subclass__ = state.init_subclass
         clients = list(state.seen)
     for client in clients:
         try:
