@@ -168,12 +168,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _serve(args)
     if args.command == "demo":
         try:
-            import boto  # noqa: F401
+            import boto3  # noqa: F401
             import moto  # noqa: F401
         except ImportError as exc:
-            print(f"boto-prom: the demo needs boto 2 and moto, which did not import ({exc}); "
-                  "install them with pip install 'boto-prom[demo]' on Python 3.11 or older.",
-                  file=sys.stderr)
+            print(f"boto-prom: the demo needs moto and boto3, which did not import ({exc}); "
+                  "install them with pip install 'boto-prom[demo]'.", file=sys.stderr)
             return 2
         from .demo import run_demo
 

@@ -17,17 +17,19 @@ import pytest
 from boto_prom.cli import main
 from tests.conftest import HAS_BOTO2
 
-needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+# The demo on this Python: with boto 2 beside boto3 where boto 2 imports, boto3 alone where not.
+SDKS = "boto 2 and boto3 calls" if HAS_BOTO2 else "boto3 calls only"
 
 
-@needs_boto2
 def test_demo_runs_for_its_duration_and_reports():
-    """python -m boto_prom demo --duration 3 prints progress and a final line, and exits 0."""
+    """python -m boto_prom demo --duration 3 says which SDKs it drives, prints progress and a
+    final line, and exits 0."""
     result = subprocess.run(
         [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--duration", "3",
          "--rate", "40"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "metrics on http://127.0.0.1:" in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"boto-prom demo: {SDKS} ") and "metrics on http://127.0.0.1:" in first
     final = re.search(r"done: requests (\d+) .*errors (\d+) .*p50 ([\d.]+) ms +p99 ([\d.]+) ms",
                       result.stderr)
     assert final, result.stderr
@@ -35,14 +37,20 @@ def test_demo_runs_for_its_duration_and_reports():
     assert requests >= 60 and 0 < errors < requests
 
 
+def _ignore_sigint():
+    """In the child before exec: SIGINT ignored, as a shell leaves it for a job started with &."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def demo_process(rate):
-    """``python -m boto_prom demo`` in a session of its own, killed if a test leaves it
-    running."""
+def demo_process(rate, sigint_ignored=False):
+    """``python -m boto_prom demo`` in a session of its own (inheriting SIGINT ignored, when
+    asked), killed if a test leaves it running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", str(rate)],
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_ignore_sigint if sigint_ignored else None)
     try:
         yield proc
     finally:
@@ -58,10 +66,9 @@ def assert_ended_cleanly(proc):
     assert "done: requests" in err and "Traceback" not in err
 
 
-@needs_boto2
 def test_demo_serves_metrics_and_stops_on_ctrl_c():
-    """While the demo runs its /metrics has boto 2 and boto3 traffic from five services;
-    SIGINT ends it."""
+    """While the demo runs its /metrics has traffic from five services (boto 2 and boto3, or
+    boto3 alone); SIGINT ends it."""
     with demo_process(rate=100) as proc:
         line = proc.stderr.readline()
         url = re.search(r"metrics on (\S+)", line).group(1)
@@ -76,7 +83,18 @@ def test_demo_serves_metrics_and_stops_on_ctrl_c():
         assert_ended_cleanly(proc)
 
 
-@needs_boto2
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_started_with_sigint_ignored_stops_on_a_signal(signum):
+    """Started as a background job is (SIGINT inherited as ignored), the demo still ends with
+    its summary line and exit 0 on SIGINT, and on SIGTERM."""
+    with demo_process(rate=50, sigint_ignored=True) as proc:
+        assert "metrics on" in proc.stderr.readline()
+        proc.stderr.readline()  # "Ctrl-C to stop."
+        proc.stderr.readline()  # the first progress line: the workload runs
+        proc.send_signal(signum)
+        assert_ended_cleanly(proc)
+
+
 def test_demo_ends_cleanly_on_two_interrupts_at_once():
     """SIGINT sent to the demo and then to its process group (as timeout does, or a Ctrl-C
     pressed twice) still ends it with its summary line and exit 0."""
@@ -90,7 +108,6 @@ def test_demo_ends_cleanly_on_two_interrupts_at_once():
         assert_ended_cleanly(proc)
 
 
-@needs_boto2
 def test_demo_busy_port_is_one_sentence(capsys):
     """A busy metrics port ends the demo with exit 2 and one sentence, no traceback."""
     import socket
