@@ -202,12 +202,16 @@ class _Workload:
         sqs, s3, ddb = (session.client(name, endpoint_url=aws.url)
                         for name in ("sqs", "s3", "dynamodb"))
         queue = sqs.create_queue(QueueName="boto-prom-demo")["QueueUrl"]
+
+        def get_object() -> None:
+            key = f"reports/{self._rng.randrange(50)}.json"
+            s3.get_object(Bucket=_BUCKET, Key=key)["Body"].read()
+
         ops: List[Tuple[int, Any]] = [
             (3, lambda: sqs.send_message(QueueUrl=queue, MessageBody="hello")),
             (3, lambda: sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=5,
                                             WaitTimeSeconds=0)),
-            (3, lambda: s3.get_object(Bucket=_BUCKET,
-                                      Key=f"reports/{self._rng.randrange(50)}.json")["Body"].read()),
+            (3, get_object),
             (1, lambda: s3.get_object(Bucket=_BUCKET, Key="missing/key")),  # NoSuchKey
             (3, lambda: ddb.get_item(TableName=_TABLE, Key={"id": {"S": "1"}})),
             (1, lambda: ddb.describe_table(TableName="boto-prom-no-such-table")),  # 400
@@ -236,8 +240,7 @@ class _Workload:
             (3, ec2.describe_volumes),
             (1, lambda: ec2.describe_instances(InstanceIds=["i-00000000000000000"])),  # 400
             (5, put_object),
-            (3, lambda: s3.get_object(Bucket=_BUCKET,
-                                      Key=f"reports/{self._rng.randrange(50)}.json")["Body"].read()),
+            (3, get_object),
             (2, lambda: s3.list_objects_v2(Bucket=_BUCKET, MaxKeys=20)),
             (1, lambda: s3.head_object(Bucket=_BUCKET, Key="missing/key")),  # 404
             (1, lambda: s3.head_bucket(Bucket="boto-prom-no-such-bucket")),  # 404

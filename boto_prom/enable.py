@@ -201,8 +201,8 @@ def enable_metrics(
             ``S3Connection()``...); a boto3/botocore client (``boto3.client("s3")``); a boto3
             resource (``boto3.resource("s3")``: its client, ``resource.meta.client``); a
             ``boto3.Session`` or ``botocore.session.Session`` (every client and resource
-            created from it afterwards); or None: every boto3/botocore client, whatever its session and
-            whenever it was made, and every boto 2 connection created afterwards.
+            created from it afterwards); or None: every boto3/botocore client, whatever its
+            session and whenever it was made, and every boto 2 connection created afterwards.
         port: the metrics server's port (default ``BOTO_PROM_PORT``, else the running
             server's, else 9875; 0 picks a free one, readable back as ``hook.server.port``).
         addr: the address to bind (default ``BOTO_PROM_ADDR`` or 127.0.0.1).
