@@ -119,7 +119,8 @@ def test_demo_busy_port_is_one_sentence(capsys):
         assert main(["demo", "--port", str(port), "--duration", "1"]) == 2
     err = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 is already in use" in err
-    assert "Traceback" not in err
+    assert "as --port=N" in err and "--port=0" in err and err.count("\n") == 1
+    assert "Traceback" not in err and "On the command line" not in err
 
 
 @pytest.mark.parametrize("duration", ["-1", "nan", "inf"])
@@ -161,3 +162,62 @@ def test_run_without_a_command_is_a_usage_error(argv, capsys):
         main(argv)
     assert raised.value.code == 2
     assert "boto-prom run [options] -- COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["run", "--help"],
+                                  ["serve", "--help"]])
+def test_help_is_plain_text(argv, capsys):
+    """Every --help is plain text: no reStructuredText markup from a docstring."""
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: boto-prom")
+    for markup in ("``", ":func:", ":meth:", ":mod:", ":class:", "**"):
+        assert markup not in out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["demo", "--port", "99999"], "--port must be a port number from 0 to 65535, not 99999."),
+    (["run", "--addr", " 127.0.0.1", "--", "true"],
+     "--addr must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), not ' 127.0.0.1'."),
+    (["run", "--max-label-sets", "0", "--", "true"],
+     "--max-label-sets must be a whole number of 1 or more, not 0."),
+    (["run", "--ignored-actions", "Get/Object", "--", "true"],
+     "--ignored-actions must hold short names of letters, digits, '-', '_' or '.', "
+     "not 'Get/Object'."),
+    (["run", "--push", "http://gateway:9091", "--grouping-key", "shard", "--", "true"],
+     "--grouping-key must be name=value pairs separated by commas, like instance=web1,shard=2, "
+     "not 'shard'."),
+    (["run", "--push", "http://gateway:9091", "--grouping-key", "job=x", "--", "true"],
+     "--grouping-key names must be label names other than 'job', not 'job'."),
+    (["serve", "--web.listen-address", "127.0.0.1:0"],
+     "serving every process's metrics needs the directory the workers record into; set "
+     "PROMETHEUS_MULTIPROC_DIR (or pass --multiprocess.dir)."),
+])
+def test_a_bad_flag_is_named_as_a_flag(argv, says, capsys, monkeypatch):
+    """A bad value given on the command line is refused in one sentence naming its flag, with
+    no hint appended, before anything starts."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"boto-prom: {says}\n"
+
+
+def test_a_bad_csv_flag_is_named_as_a_flag(tmp_path, capsys):
+    """--csv in a missing directory names --csv, not the API's csv_path."""
+    missing = tmp_path / "missing"
+    assert main(["run", "--csv", str(missing / "calls.csv"), "--", "true"]) == 2
+    assert capsys.readouterr().err == (
+        f"boto-prom: the directory of --csv, {missing}, does not exist; create it or give "
+        "--csv a file in an existing directory.\n")
+
+
+@pytest.mark.parametrize("argv", [["run", "--", "true"], ["run", "--addr", "0.0.0.0", "--",
+                                                          "true"]])
+def test_a_bad_variable_is_named_as_the_variable(argv, capsys, monkeypatch):
+    """A bad value from the environment is named by its variable, also when the command has a
+    flag for that setting, and no flag is hinted at."""
+    monkeypatch.setenv("BOTO_PROM_PORT", "nine")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "boto-prom: BOTO_PROM_PORT must be a port number from 0 to 65535, not 'nine'.\n")
