@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         "their metrics",
         description="Run a mix of AWS calls against moto's AWS-protocol server on loopback "
         "and serve their metrics: boto 2 and boto3 calls where boto 2 imports (Python 3.11 "
-        "and older), boto3 calls alone where it does not. Stops on Ctrl-C (SIGINT) or "
+        "and older), boto3 calls alone where it does not; aiobotocore calls too where it is "
+        "installed. Stops on Ctrl-C (SIGINT) or "
         "SIGTERM, with a summary line. Nothing leaves the machine.")
     demo.add_argument("--port", type=int, default=None,
                       help="metrics port (default: BOTO_PROM_PORT or 9875; 0 picks a free one)")

@@ -3,13 +3,15 @@
 It starts moto's server in-process on loopback and points clients at it with
 :func:`boto_prom.enable_metrics` on: boto 2 EC2, S3, DynamoDB and IAM connections beside boto3
 SQS, S3 and DynamoDB clients where boto 2 imports (Python 3.11 and older), boto3 clients of all
-five services where it does not. It drives a mix of calls (about one in ten fails with a 4xx,
+five services where it does not, and aiobotocore S3 and DynamoDB clients where aiobotocore is
+installed. It drives a mix of calls (about one in ten fails with a 4xx,
 as real programs' calls do), serves ``/metrics``, and prints a progress line until its duration
 is up or SIGINT or SIGTERM comes. Nothing leaves the machine; the credentials are fake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -137,18 +139,38 @@ class LocalAWS:
         return self._sign_as(conn, "iam", "us-east-1")
 
 
+def aiobotocore_imports() -> bool:
+    """True when aiobotocore (async botocore clients, under s3fs and aioboto3) imports."""
+    try:
+        import aiobotocore.session  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sdks_line(boto2: bool, aio: bool) -> str:
+    """What the demo's first line says it drives."""
+    names = (["boto 2"] if boto2 else []) + ["boto3"] + (["aiobotocore"] if aio else [])
+    said = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    return f"{said} calls" if boto2 else f"{said} calls only (boto 2 does not import here)"
+
+
 class _Workload:
     """The calls the demo makes: mostly successes, some 4xx errors. Where boto 2 imports, over
     EC2, S3, DynamoDB and IAM through boto 2 and SQS, S3 and DynamoDB through boto3; where it
-    does not, over all five through boto3."""
+    does not, over all five through boto3. Where aiobotocore imports, S3 and DynamoDB calls
+    through it too. What has to be closed (aiobotocore's clients and loop) goes on closing."""
 
-    def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any], boto2: bool) -> None:
+    def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any], boto2: bool, aio: bool,
+                 closing: contextlib.ExitStack) -> None:
         from botocore.exceptions import ClientError
 
         self._rng = random.Random(7)
         self._expected: Tuple[type, ...] = (ClientError,)  # the 4xx share of the workload
         weighted = self._boto2_ops(aws, enable) if boto2 else []
         weighted += self._boto3_ops(aws, enable, alone=not boto2)
+        if aio:
+            weighted += self._aiobotocore_ops(aws, enable, closing)
         self._ops = [op for weight, op in weighted for _ in range(weight)]
 
     def _boto2_ops(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> List[Tuple[int, Any]]:
@@ -251,6 +273,33 @@ class _Workload:
                                      Key={"id": {"S": str(self._rng.randrange(200))}})),
             (2, iam.list_users),
             (1, lambda: iam.get_user(UserName="boto-prom-no-such-user")),  # 404
+        ]
+
+    def _aiobotocore_ops(self, aws: LocalAWS, enable: Callable[[Any], Any],
+                         closing: contextlib.ExitStack) -> List[Tuple[int, Any]]:
+        """aiobotocore S3 and DynamoDB clients on an event loop of the demo's own, which runs
+        each call to its end: the async clients' metrics beside the others'."""
+        from aiobotocore.session import get_session
+
+        loop = asyncio.new_event_loop()
+        closing.callback(loop.close)
+        session = get_session()
+        clients = []
+        for name in ("s3", "dynamodb"):
+            context = session.create_client(
+                name, region_name=_REGION, endpoint_url=aws.url, aws_access_key_id=_ACCESS_KEY,
+                aws_secret_access_key=_SECRET_KEY)
+            clients.append(loop.run_until_complete(context.__aenter__()))
+            closing.callback(lambda context=context: loop.run_until_complete(
+                context.__aexit__(None, None, None)))
+            enable(clients[-1])
+        s3, ddb = clients
+        return [
+            (2, lambda: loop.run_until_complete(s3.list_objects_v2(Bucket=_BUCKET, MaxKeys=20))),
+            (1, lambda: loop.run_until_complete(  # 404
+                s3.head_object(Bucket=_BUCKET, Key="missing/key"))),
+            (2, lambda: loop.run_until_complete(ddb.get_item(
+                TableName=_TABLE, Key={"id": {"S": str(self._rng.randrange(200))}}))),
         ]
 
     def _put_object(self, n: Optional[int] = None) -> None:
@@ -368,8 +417,8 @@ def _run(port: Optional[int], addr: Optional[str], duration: float, rate: float,
     from . import enable_metrics
 
     interactive = out.isatty()
-    boto2 = boto2_imports()
-    with LocalAWS() as aws:
+    boto2, aio = boto2_imports(), aiobotocore_imports()
+    with LocalAWS() as aws, contextlib.ExitStack() as closing:
         server_box: List[Any] = []
 
         def enable(conn: Any) -> Any:
@@ -378,12 +427,10 @@ def _run(port: Optional[int], addr: Optional[str], duration: float, rate: float,
                 server_box.append(hook.server)
             return hook
 
-        workload = _Workload(aws, enable, boto2)
+        workload = _Workload(aws, enable, boto2, aio, closing)
         where = server_box[0].url if server_box else "(metrics server disabled)"
-        sdks = "boto 2 and boto3 calls" if boto2 else (
-            "boto3 calls only (boto 2 does not import here)")
-        print(f"boto-prom demo: {sdks} to moto on {aws.url}, metrics on {where}",
-              file=out, flush=True)
+        print(f"boto-prom demo: {sdks_line(boto2, aio)} to moto on {aws.url}, metrics on "
+              f"{where}", file=out, flush=True)
         print("Ctrl-C to stop." if duration <= 0 else f"Running for {duration:g} s.",
               file=out, flush=True)
         before = _totals(registry)[0]

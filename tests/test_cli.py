@@ -15,10 +15,12 @@ import urllib.request
 import pytest
 
 from boto_prom.cli import main
+from boto_prom.demo import aiobotocore_imports, sdks_line
 from tests.conftest import HAS_BOTO2
 
-# The demo on this Python: with boto 2 beside boto3 where boto 2 imports, boto3 alone where not.
-SDKS = "boto 2 and boto3 calls" if HAS_BOTO2 else "boto3 calls only"
+# The demo here: boto 2 beside boto3 where boto 2 imports, boto3 alone where not (aiobotocore
+# too, where it is installed).
+SDKS = sdks_line(HAS_BOTO2, aiobotocore_imports())
 
 
 def test_demo_runs_for_its_duration_and_reports():
@@ -29,7 +31,8 @@ def test_demo_runs_for_its_duration_and_reports():
          "--rate", "40"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     first = result.stderr.splitlines()[0]
-    assert first.startswith(f"boto-prom demo: {SDKS} ") and "metrics on http://127.0.0.1:" in first
+    assert first.startswith(f"boto-prom demo: {SDKS} to moto on http://127.0.0.1:")
+    assert "metrics on http://127.0.0.1:" in first
     final = re.search(r"done: requests (\d+) .*errors (\d+) .*p50 ([\d.]+) ms +p99 ([\d.]+) ms",
                       result.stderr)
     assert final, result.stderr

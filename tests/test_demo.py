@@ -10,7 +10,8 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-from boto_prom.demo import histogram_quantile, progress_line, run_demo
+from boto_prom.demo import (aiobotocore_imports, histogram_quantile, progress_line, run_demo,
+                            sdks_line)
 from tests.conftest import HAS_BOTO2
 
 
@@ -27,6 +28,15 @@ def test_progress_line_of_an_empty_registry():
     """With nothing recorded the progress line says zero requests and no percentiles."""
     line = progress_line(CollectorRegistry(), 1.0)
     assert line == "requests 0 (0.0/s)  errors 0 (0.0%)  p50 -  p99 -"
+
+
+def test_first_line_names_the_sdks_driven():
+    """The first line says which SDKs make the calls, and why boto 2 does not."""
+    assert sdks_line(True, False) == "boto 2 and boto3 calls"
+    assert sdks_line(True, True) == "boto 2, boto3 and aiobotocore calls"
+    assert sdks_line(False, False) == "boto3 calls only (boto 2 does not import here)"
+    assert sdks_line(False, True) == ("boto3 and aiobotocore calls only (boto 2 does not import "
+                                      "here)")
 
 
 class StopAtProgress(io.StringIO):
@@ -60,8 +70,7 @@ def test_run_demo_records_five_services_and_stops_when_told(boto2, monkeypatch):
     steps = run_demo(port=0, registry=registry, rate=0, out=out, stop=stop)
     assert steps > 0
     first = out.getvalue().splitlines()[0]
-    assert first.startswith("boto-prom demo: boto 2 and boto3 calls to moto on " if boto2 else
-                            "boto-prom demo: boto3 calls only (boto 2 does not import here) ")
+    assert first.startswith(f"boto-prom demo: {sdks_line(boto2, aiobotocore_imports())} to moto ")
     final = re.search(r"done: requests (\d+) .*errors (\d+) ", out.getvalue())
     assert final, out.getvalue()
     samples = [s for f in registry.collect() if f.name == "boto_requests" for s in f.samples
