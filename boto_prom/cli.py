@@ -4,9 +4,8 @@
   boto-prom serve [--multiprocess.dir=DIR]       serve a multiprocess directory
   boto-prom demo                                 an AWS workload against moto, with metrics
 
-A bad setting ends a command with exit status 2 and one sentence that names the flag it came
-from (the API names an argument there, :meth:`ConfigurationError.naming`), or the variable,
-when the environment set it.
+A bad setting ends a command with exit status 2 and one sentence naming the flag that set it
+(:meth:`ConfigurationError.naming`), or the variable, when the environment set it.
 """
 
 from __future__ import annotations
@@ -53,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a mix of AWS calls against moto's AWS-protocol server on loopback "
         "and serve their metrics: boto 2 and boto3 calls where boto 2 imports (Python 3.11 "
         "and older), boto3 calls alone where it does not; aiobotocore calls too where it is "
-        "installed. Stops on Ctrl-C (SIGINT) or "
-        "SIGTERM, with a summary line. Nothing leaves the machine.")
+        "installed. Stops on Ctrl-C (SIGINT) or SIGTERM, with a summary line. Nothing leaves "
+        "the machine.")
     demo.add_argument("--port", type=int, default=None,
                       help="metrics port (default: BOTO_PROM_PORT or 9875; 0 picks a free one)")
     demo.add_argument("--addr", default=None,
