@@ -2,7 +2,10 @@
 
   boto-prom run [options] -- COMMAND [ARGS...]   a Python program with metrics on
   boto-prom serve [--multiprocess.dir=DIR]       serve a multiprocess directory
-  boto-prom demo                                 a boto 2 and boto3 workload against moto
+  boto-prom demo                                 an AWS workload against moto, with metrics
+
+A bad setting ends a command with exit status 2 and one sentence naming the flag that set it
+(:meth:`ConfigurationError.naming`), or the variable, when the environment set it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,23 @@ import argparse
 import signal
 import sys
 import threading
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from .settings import ConfigurationError
 from ._version import __version__
+
+
+# Each command's flags, by the setting (the API's argument) each one sets: an error about that
+# setting names the flag instead (run's are run.FLAGS: the program's start names them too).
+_DEMO_FLAGS = {"port": "--port", "addr": "--addr"}
+_SERVE_FLAGS = {"port": "--web.listen-address", "addr": "--web.listen-address",
+                "web_config": "--web.config.file", "path": "--multiprocess.dir"}
+
+
+def _refused(exc: ConfigurationError, flags: Mapping[str, str]) -> int:
+    """Say a bad setting in one sentence, naming the flag it came from; exit status 2."""
+    print(f"boto-prom: {exc.naming(flags)}", file=sys.stderr)
+    return 2
 
 
 def _positive(text: str) -> float:
@@ -25,12 +41,19 @@ def _positive(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="boto-prom", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="boto-prom", description="Prometheus metrics for every AWS call a Python program "
+        "makes through boto 2 or boto3/botocore. Also: python -m boto_prom.")
     parser.add_argument("--version", action="version", version=f"boto-prom {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="run boto 2 and boto3 calls against an embedded AWS-protocol server "
-        "(moto) and serve their metrics")
+        "demo", help="run AWS calls against an embedded AWS-protocol server (moto) and serve "
+        "their metrics",
+        description="Run a mix of AWS calls against moto's AWS-protocol server on loopback "
+        "and serve their metrics: boto 2 and boto3 calls where boto 2 imports (Python 3.11 "
+        "and older), boto3 calls alone where it does not; aiobotocore calls too where it is "
+        "installed. Stops on Ctrl-C (SIGINT) or SIGTERM, with a summary line. Nothing leaves "
+        "the machine.")
     demo.add_argument("--port", type=int, default=None,
                       help="metrics port (default: BOTO_PROM_PORT or 9875; 0 picks a free one)")
     demo.add_argument("--addr", default=None,
@@ -50,8 +73,8 @@ def _run_parser(commands: "argparse._SubParsersAction") -> None:
         "run", usage="boto-prom run [options] -- COMMAND [ARGS...]",
         help="run a Python program with metrics of every AWS call it makes",
         description="Run COMMAND (python app.py, python -m pkg, gunicorn app:app...) with "
-        "enable_metrics() in effect from its start: every boto3 default-session client and "
-        "every boto 2 connection it creates is recorded. Each option sets the variable named "
+        "enable_metrics() in effect from its start: every boto3/botocore client and every "
+        "boto 2 connection it creates is recorded. Each option sets the variable named "
         "in brackets, which it may be given as instead.")
     run.add_argument("--port", type=int, help="metrics port [BOTO_PROM_PORT] (default 9875; "
                      "0 picks a free one)")
@@ -119,9 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         server = start_multiprocess_server(port, addr, path=args.directory,
                                            web_config=args.web_config)
     except ConfigurationError as exc:
-        print(f"boto-prom: {exc} (On the command line: --web.listen-address, "
-              "--web.config.file, --multiprocess.dir.)", file=sys.stderr)
-        return 2
+        return _refused(exc, _SERVE_FLAGS)
     print(f"boto-prom: serving the multiprocess directory on {server.url}", file=sys.stderr,
           flush=True)
     while not stop.wait(3600):
@@ -131,7 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .run import exec_command, variables
+    from .run import FLAGS, exec_command, variables
 
     command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
@@ -151,11 +172,32 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   f"({exc.strerror or exc}); pass a --multiprocess directory you may write.",
                   file=sys.stderr)
             return 2
+    try:
+        _check_run_options(args)
+    except ConfigurationError as exc:
+        return _refused(exc, FLAGS)
     return exec_command(command, variables(
         port=args.port, addr=args.addr, web_config=args.web_config, csv=args.csv,
         allowed_services=args.allowed_services, ignored_actions=args.ignored_actions,
         max_label_sets=args.max_label_sets, push=args.push, job=args.job,
         grouping_key=args.grouping_key, multiprocess=args.multiprocess))
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Check run's options as the program's start will check the variables they set, so that
+    a bad one is named by its flag, before the program starts."""
+    from .settings import grouping_key_pairs, resolve, resolve_push
+
+    def names(text: Optional[str]) -> Optional[List[str]]:
+        listed = [part.strip() for part in (text or "").split(",") if part.strip()]
+        return listed or None  # as the variable: empty is unset
+
+    resolve(port=args.port, addr=args.addr, web_config=args.web_config, csv_path=args.csv,
+            allowed_services=names(args.allowed_services),
+            ignored_actions=names(args.ignored_actions), max_label_sets=args.max_label_sets)
+    if args.push is not None:
+        resolve_push(args.push, job=args.job or None,
+                     grouping_key=grouping_key_pairs(args.grouping_key or "", "grouping_key"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -168,21 +210,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _serve(args)
     if args.command == "demo":
         try:
-            import boto  # noqa: F401
+            import boto3  # noqa: F401
             import moto  # noqa: F401
         except ImportError as exc:
-            print(f"boto-prom: the demo needs boto 2 and moto, which did not import ({exc}); "
-                  "install them with pip install 'boto-prom[demo]' on Python 3.11 or older.",
-                  file=sys.stderr)
+            print(f"boto-prom: the demo needs moto and boto3, which did not import ({exc}); "
+                  "install them with pip install 'boto-prom[demo]'.", file=sys.stderr)
             return 2
         from .demo import run_demo
 
         try:
             run_demo(port=args.port, addr=args.addr, duration=args.duration, rate=args.rate)
         except ConfigurationError as exc:
-            print(f"boto-prom: {exc} (On the command line: --port and --addr.)",
-                  file=sys.stderr)
-            return 2
+            return _refused(exc, _DEMO_FLAGS)
         except KeyboardInterrupt:
             print("boto-prom demo: interrupted while starting", file=sys.stderr)
             return 130

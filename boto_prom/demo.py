@@ -1,14 +1,18 @@
-"""``boto-prom demo``: a realistic boto 2 workload against an embedded AWS-protocol server.
+"""``boto-prom demo``: a realistic AWS workload against an embedded AWS-protocol server.
 
-It starts moto's server in-process on loopback, points boto 2 EC2, S3, DynamoDB and IAM
-connections (and boto3 SQS, S3 and DynamoDB clients, when boto3 imports) at it with
-:func:`boto_prom.enable_metrics` on, drives a mix of calls (about one in
-ten fails with a 4xx, as real programs' calls do), serves ``/metrics``, and prints a progress
-line. Nothing leaves the machine; the credentials are fake.
+It starts moto's server in-process on loopback and points clients at it with
+:func:`boto_prom.enable_metrics` on: boto 2 EC2, S3, DynamoDB and IAM connections beside boto3
+SQS, S3 and DynamoDB clients where boto 2 imports (Python 3.11 and older), boto3 clients of all
+five services where it does not, and aiobotocore S3 and DynamoDB clients where aiobotocore is
+installed. It drives a mix of calls (about one in ten fails with a 4xx,
+as real programs' calls do), serves ``/metrics``, and prints a progress line until its duration
+is up or SIGINT or SIGTERM comes. Nothing leaves the machine; the credentials are fake.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -29,11 +33,21 @@ _BUCKET = "boto-prom-demo"
 _TABLE = "boto-prom-demo"
 
 
+def boto2_imports() -> bool:
+    """True when boto 2 imports here (it does not on Python 3.12 and newer)."""
+    try:
+        import boto  # noqa: F401
+    except Exception:  # noqa: B902 - on 3.12 an ImportError from its vendored six
+        return False
+    return True
+
+
 class LocalAWS:
     """moto's AWS-protocol server on loopback, and boto 2 connections pointed at it.
 
     Use as a context manager; ``ec2()``, ``s3()``, ``dynamodb()`` and ``iam()`` return new
-    boto 2 connections that sign with SigV4 as moto needs.
+    boto 2 connections that sign with SigV4 as moto needs (where boto 2 imports), ``url`` is
+    the endpoint for boto3 clients.
     """
 
     def __init__(self, port: int = 0, retries: int = 0) -> None:
@@ -51,15 +65,16 @@ class LocalAWS:
         os.environ["EC2_USE_SIGV4"] = "1"
         os.environ["S3_USE_SIGV4"] = "1"
         os.environ.setdefault("AWS_DEFAULT_REGION", _REGION)
-        import boto
+        if boto2_imports():
+            import boto
 
-        for section, option, value in (
-            ("Boto", "num_retries", str(self._retries)),
-            ("Boto", "metadata_service_num_attempts", "0"),
-        ):
-            if not boto.config.has_section(section):
-                boto.config.add_section(section)
-            boto.config.set(section, option, value)
+            for section, option, value in (
+                ("Boto", "num_retries", str(self._retries)),
+                ("Boto", "metadata_service_num_attempts", "0"),
+            ):
+                if not boto.config.has_section(section):
+                    boto.config.add_section(section)
+                boto.config.set(section, option, value)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self._port, verbose=False)
         self._server.start()
         self.host, self.port = self._server.get_host_and_port()
@@ -78,6 +93,10 @@ class LocalAWS:
                 pass
             self._server.stop()
             self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def _common(self) -> Dict[str, Any]:
         return dict(aws_access_key_id=_ACCESS_KEY, aws_secret_access_key=_SECRET_KEY,
@@ -120,20 +139,64 @@ class LocalAWS:
         return self._sign_as(conn, "iam", "us-east-1")
 
 
-class _Workload:
-    """The calls the demo makes: mostly successes, some 4xx errors, over EC2, S3, DynamoDB and
-    IAM through boto 2, and SQS, S3 and DynamoDB through boto3 when it imports."""
+def aiobotocore_imports() -> bool:
+    """True when aiobotocore (async botocore clients, under s3fs and aioboto3) imports."""
+    try:
+        import aiobotocore.session  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> None:
+
+def sdks_line(boto2: bool, aio: bool) -> str:
+    """What the demo's first line says it drives."""
+    names = (["boto 2"] if boto2 else []) + ["boto3"] + (["aiobotocore"] if aio else [])
+    said = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    return f"{said} calls" if boto2 else f"{said} calls only (boto 2 does not import here)"
+
+
+class _Workload:
+    """The calls the demo makes: mostly successes, some 4xx errors. Where boto 2 imports, over
+    EC2, S3, DynamoDB and IAM through boto 2 and SQS, S3 and DynamoDB through boto3; where it
+    does not, over all five through boto3. Where aiobotocore imports, S3 and DynamoDB calls
+    through it too. What has to be closed (aiobotocore's clients and loop) goes on closing."""
+
+    def __init__(self, aws: LocalAWS, enable: Callable[[Any], Any], boto2: bool, aio: bool,
+                 closing: contextlib.ExitStack) -> None:
+        from botocore.exceptions import ClientError
+
+        self._rng = random.Random(7)
+        self._expected: Tuple[type, ...] = (ClientError,)  # the 4xx share of the workload
+        weighted = self._boto2_ops(aws, enable) if boto2 else []
+        weighted += self._boto3_ops(aws, enable, alone=not boto2)
+        if aio:
+            weighted += self._aiobotocore_ops(aws, enable, closing)
+        self._ops = [op for weight, op in weighted for _ in range(weight)]
+
+    def _boto2_ops(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> List[Tuple[int, Any]]:
+        """boto 2 connections to four services, and the bucket, table, instances and user the
+        calls of both SDKs use."""
+        from boto.exception import BotoClientError, BotoServerError
+
+        self._expected += (BotoServerError, BotoClientError)
         self.ec2 = aws.ec2()
         self.s3 = aws.s3()
         self.ddb = aws.dynamodb()
         self.iam = aws.iam()
         for conn in (self.ec2, self.s3, self.ddb, self.iam):
             enable(conn)
-        self._rng = random.Random(7)
-        self._set_up()
-        weighted: List[Tuple[int, Callable[[], Any]]] = self._boto3_ops(aws, enable) + [
+        self.bucket = self.s3.create_bucket(_BUCKET, location=_REGION)
+        self.ddb.create_table(
+            attribute_definitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            table_name=_TABLE,
+            key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            provisioned_throughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+        )
+        self.ec2.run_instances("ami-12c6146b", min_count=2, max_count=2)
+        self.iam.create_user("boto-prom-demo")
+        for n in range(50):
+            self._put_object(n)
+        return [
             (6, self.ec2.get_all_instances),
             (3, self.ec2.get_all_volumes),
             (1, lambda: self.ec2.get_all_instances(instance_ids=["i-00000000000000000"])),
@@ -147,57 +210,97 @@ class _Workload:
             (2, self.iam.get_all_users),
             (1, lambda: self.iam.get_user("boto-prom-no-such-user")),  # 404
         ]
-        self._ops = [op for weight, op in weighted for _ in range(weight)]
 
-    def _boto3_ops(self, aws: LocalAWS, enable: Callable[[Any], Any]) -> List[Tuple[int, Any]]:
-        """boto3 clients beside the boto 2 connections, when boto3 imports: the same metric
-        names from both SDKs, so the dashboard shows old and new code side by side."""
-        try:
-            import boto3
-            from botocore.exceptions import ClientError
-        except ImportError:
-            return []
+    def _boto3_ops(self, aws: LocalAWS, enable: Callable[[Any], Any],
+                   alone: bool) -> List[Tuple[int, Any]]:
+        """boto3 clients: beside the boto 2 connections SQS, S3 and DynamoDB (the same metric
+        names from both SDKs, so the dashboard shows old and new code side by side); alone,
+        also EC2 and IAM, the set-up, and the calls boto 2 would have made."""
+        import boto3
+
         session = boto3.Session(aws_access_key_id=_ACCESS_KEY,
                                 aws_secret_access_key=_SECRET_KEY, region_name=_REGION)
         enable(session)
-        url = f"http://{aws.host}:{aws.port}"
-        sqs = session.client("sqs", endpoint_url=url)
-        s3 = session.client("s3", endpoint_url=url)
-        ddb = session.client("dynamodb", endpoint_url=url)
+        sqs, s3, ddb = (session.client(name, endpoint_url=aws.url)
+                        for name in ("sqs", "s3", "dynamodb"))
         queue = sqs.create_queue(QueueName="boto-prom-demo")["QueueUrl"]
 
-        def quietly(call: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
-            def op() -> None:
-                try:
-                    call(**kwargs)
-                except ClientError:
-                    pass  # the 4xx share of the workload
+        def get_object() -> None:
+            key = f"reports/{self._rng.randrange(50)}.json"
+            s3.get_object(Bucket=_BUCKET, Key=key)["Body"].read()
 
-            return op
+        ops: List[Tuple[int, Any]] = [
+            (3, lambda: sqs.send_message(QueueUrl=queue, MessageBody="hello")),
+            (3, lambda: sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=5,
+                                            WaitTimeSeconds=0)),
+            (3, get_object),
+            (1, lambda: s3.get_object(Bucket=_BUCKET, Key="missing/key")),  # NoSuchKey
+            (3, lambda: ddb.get_item(TableName=_TABLE, Key={"id": {"S": "1"}})),
+            (1, lambda: ddb.describe_table(TableName="boto-prom-no-such-table")),  # 400
+        ]
+        if not alone:
+            return ops
+        ec2, iam = (session.client(name, endpoint_url=aws.url) for name in ("ec2", "iam"))
 
-        return [
-            (3, quietly(sqs.send_message, QueueUrl=queue, MessageBody="hello")),
-            (3, quietly(sqs.receive_message, QueueUrl=queue, MaxNumberOfMessages=5,
-                        WaitTimeSeconds=0)),
-            (3, lambda: s3.get_object(Bucket=_BUCKET,
-                                      Key=f"reports/{self._rng.randrange(50)}.json")["Body"].read()),
-            (1, quietly(s3.get_object, Bucket=_BUCKET, Key="missing/key")),  # NoSuchKey
-            (3, quietly(ddb.get_item, TableName=_TABLE, Key={"id": {"S": "1"}})),
-            (1, quietly(ddb.describe_table, TableName="boto-prom-no-such-table")),  # 400
+        def put_object(n: Optional[int] = None) -> None:
+            n = self._rng.randrange(50) if n is None else n
+            s3.put_object(Bucket=_BUCKET, Key=f"reports/{n}.json",
+                          Body=json.dumps({"n": self._rng.random()}) * self._rng.randrange(1, 40))
+
+        s3.create_bucket(Bucket=_BUCKET,
+                         CreateBucketConfiguration={"LocationConstraint": _REGION})
+        ddb.create_table(
+            TableName=_TABLE, AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+        ec2.run_instances(ImageId="ami-12c6146b", MinCount=2, MaxCount=2)
+        iam.create_user(UserName="boto-prom-demo")
+        for n in range(50):
+            put_object(n)
+        return ops + [
+            (6, ec2.describe_instances),
+            (3, ec2.describe_volumes),
+            (1, lambda: ec2.describe_instances(InstanceIds=["i-00000000000000000"])),  # 400
+            (5, put_object),
+            (3, get_object),
+            (2, lambda: s3.list_objects_v2(Bucket=_BUCKET, MaxKeys=20)),
+            (1, lambda: s3.head_object(Bucket=_BUCKET, Key="missing/key")),  # 404
+            (1, lambda: s3.head_bucket(Bucket="boto-prom-no-such-bucket")),  # 404
+            (5, lambda: ddb.put_item(TableName=_TABLE, Item={
+                "id": {"S": str(self._rng.randrange(200))},
+                "v": {"N": str(self._rng.randrange(10**6))}})),
+            (2, lambda: ddb.get_item(TableName=_TABLE,
+                                     Key={"id": {"S": str(self._rng.randrange(200))}})),
+            (2, iam.list_users),
+            (1, lambda: iam.get_user(UserName="boto-prom-no-such-user")),  # 404
         ]
 
-    def _set_up(self) -> None:
-        self.bucket = self.s3.create_bucket(_BUCKET, location=_REGION)
-        self.ddb.create_table(
-            attribute_definitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            table_name=_TABLE,
-            key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            provisioned_throughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
-        )
-        self.ec2.run_instances("ami-12c6146b", min_count=2, max_count=2)
-        self.iam.create_user("boto-prom-demo")
-        for n in range(50):
-            self._put_object(n)
+    def _aiobotocore_ops(self, aws: LocalAWS, enable: Callable[[Any], Any],
+                         closing: contextlib.ExitStack) -> List[Tuple[int, Any]]:
+        """aiobotocore S3 and DynamoDB clients on an event loop of the demo's own, which runs
+        each call to its end: the async clients' metrics beside the others'."""
+        from aiobotocore.session import get_session
+
+        loop = asyncio.new_event_loop()
+        closing.callback(loop.close)
+        session = get_session()
+        clients = []
+        for name in ("s3", "dynamodb"):
+            context = session.create_client(
+                name, region_name=_REGION, endpoint_url=aws.url, aws_access_key_id=_ACCESS_KEY,
+                aws_secret_access_key=_SECRET_KEY)
+            clients.append(loop.run_until_complete(context.__aenter__()))
+            closing.callback(lambda context=context: loop.run_until_complete(
+                context.__aexit__(None, None, None)))
+            enable(clients[-1])
+        s3, ddb = clients
+        return [
+            (2, lambda: loop.run_until_complete(s3.list_objects_v2(Bucket=_BUCKET, MaxKeys=20))),
+            (1, lambda: loop.run_until_complete(  # 404
+                s3.head_object(Bucket=_BUCKET, Key="missing/key"))),
+            (2, lambda: loop.run_until_complete(ddb.get_item(
+                TableName=_TABLE, Key={"id": {"S": str(self._rng.randrange(200))}}))),
+        ]
 
     def _put_object(self, n: Optional[int] = None) -> None:
         n = self._rng.randrange(50) if n is None else n
@@ -218,11 +321,9 @@ class _Workload:
 
     def step(self) -> None:
         """One operation; AWS errors are part of the workload, not failures of the demo."""
-        from boto.exception import BotoClientError, BotoServerError
-
         try:
             self._rng.choice(self._ops)()
-        except (BotoServerError, BotoClientError):
+        except self._expected:
             pass
 
 
@@ -286,12 +387,17 @@ def run_demo(
     out: TextIO = sys.stderr,
     stop: Optional[threading.Event] = None,
 ) -> int:
-    """Run the demo until duration is up (0: until Ctrl-C or stop is set).
+    """Run the demo until duration is up (0: until SIGINT, SIGTERM or stop is set).
+
+    Called in the main thread, it stops on SIGINT (Ctrl-C) and SIGTERM, with handlers of its
+    own: a process started in the background from a non-interactive shell inherits SIGINT as
+    ignored, and would otherwise not stop on Ctrl-C or ``kill -INT``. Either signal ends the
+    run with its summary line; the handlers there before are put back on return.
 
     Args:
         port: metrics port (default as for :func:`boto_prom.enable_metrics`).
         addr: metrics address.
-        duration: seconds to run; 0 runs until interrupted.
+        duration: seconds to run; 0 runs until stopped.
         rate: workload steps per second to aim for (a step is one or two AWS requests).
         registry: where to record (default: the global registry).
         out: where the progress line goes.
@@ -300,13 +406,19 @@ def run_demo(
     Returns:
         The number of workload steps made.
     """
-    from . import enable_metrics
-
     registry = REGISTRY if registry is None else registry
     stop = stop or threading.Event()
+    with _stopped_by_signals(stop):
+        return _run(port, addr, duration, rate, registry, out, stop)
+
+
+def _run(port: Optional[int], addr: Optional[str], duration: float, rate: float,
+         registry: CollectorRegistry, out: TextIO, stop: threading.Event) -> int:
+    from . import enable_metrics
+
     interactive = out.isatty()
-    previous = None  # the SIGINT handler while a Ctrl-C ends the demo
-    with LocalAWS() as aws:
+    boto2, aio = boto2_imports(), aiobotocore_imports()
+    with LocalAWS() as aws, contextlib.ExitStack() as closing:
         server_box: List[Any] = []
 
         def enable(conn: Any) -> Any:
@@ -315,10 +427,10 @@ def run_demo(
                 server_box.append(hook.server)
             return hook
 
-        workload = _Workload(aws, enable)
+        workload = _Workload(aws, enable, boto2, aio, closing)
         where = server_box[0].url if server_box else "(metrics server disabled)"
-        print(f"boto-prom demo: moto on http://{aws.host}:{aws.port}, metrics on {where}",
-              file=out, flush=True)
+        print(f"boto-prom demo: {sdks_line(boto2, aio)} to moto on {aws.url}, metrics on "
+              f"{where}", file=out, flush=True)
         print("Ctrl-C to stop." if duration <= 0 else f"Running for {duration:g} s.",
               file=out, flush=True)
         before = _totals(registry)[0]
@@ -326,38 +438,40 @@ def run_demo(
         next_report = start + 1.0
         interval = 1.0 / rate if rate > 0 else 0.0
         steps = 0
-        try:
-            while not stop.is_set():
-                now = time.monotonic()
-                if duration > 0 and now - start >= duration:
-                    break
-                workload.step()
-                steps += 1
-                if now >= next_report:
-                    line = progress_line(registry, now - start, before)
-                    print(("\r" + line + "  ") if interactive else line,
-                          end="" if interactive else "\n", file=out, flush=True)
-                    next_report = now + (1.0 if interactive else 5.0)
-                if interval:
-                    delay = start + steps * interval - time.monotonic()
-                    if delay > 0:
-                        stop.wait(delay)
-        except KeyboardInterrupt:
-            # A second Ctrl-C (or one signal sent to the process and to its group, as timeout
-            # does) would cut the summary and the clean-up short: the demo is ending anyway.
-            previous = _ignore_interrupts()
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration > 0 and now - start >= duration:
+                break
+            workload.step()
+            steps += 1
+            if now >= next_report:
+                line = progress_line(registry, now - start, before)
+                print(("\r" + line + "  ") if interactive else line,
+                      end="" if interactive else "\n", file=out, flush=True)
+                next_report = now + (1.0 if interactive else 5.0)
+            if interval:
+                delay = start + steps * interval - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
         if interactive:
             print(file=out)
         print("done: " + progress_line(registry, time.monotonic() - start, before), file=out,
               flush=True)
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
     return steps
 
 
-def _ignore_interrupts() -> Any:
-    """Ignore SIGINT until the demo has ended, when this is the main thread (only it may set
-    handlers); returns the handler to put back, or None."""
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set stop while the block runs, when this is the main thread (only
+    it may set handlers); a second signal while the demo sums up changes nothing."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
+        return
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: a handler set outside Python, which cannot be put back from here.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)

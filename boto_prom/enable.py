@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from contextlib import ExitStack
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 from .csvlog import CsvSink, csv_metrics_for, csv_writer_for, get_csv_writer
 from .exposition import get_server, serve, stop_server
@@ -23,6 +23,26 @@ from .recorder import Recorder
 from .settings import ConfigurationError, Settings, resolve
 
 log = logging.getLogger("boto_prom")
+
+
+def _target(function: str, target: Any) -> Tuple[str, Any]:
+    """What target is, "global" (None), "boto2", "client" or "session", and what the adapter
+    takes for it: the target itself, or a boto3 resource's client (``resource.meta.client``,
+    which makes its calls).
+
+    Raises:
+        ConfigurationError: target is none of these; function names the entry point.
+    """
+    resource = getattr(sys.modules.get("boto3.resources.base"), "ServiceResource", None)
+    if resource is not None and isinstance(target, resource):
+        target = target.meta.client
+    kind = _kind(target)
+    if kind is None:
+        raise ConfigurationError(
+            f"{function}() takes a boto 2 connection (boto.connection.AWSAuthConnection), "
+            "a boto3/botocore client, resource or session, or nothing (for every AWS call), "
+            f"not {type(target).__name__}.")
+    return kind, target
 
 
 def _kind(target: Any) -> Optional[str]:
@@ -178,10 +198,11 @@ def enable_metrics(
 
     Args:
         target: what to instrument: a boto 2 connection (``boto.ec2.connect_to_region(...)``,
-            ``S3Connection()``...); a boto3/botocore client (``boto3.client("s3")``); a
-            ``boto3.Session`` or ``botocore.session.Session`` (every client created from it
-            afterwards); or None: every boto3/botocore client, whatever its session and
-            whenever it was made, and every boto 2 connection created afterwards.
+            ``S3Connection()``...); a boto3/botocore client (``boto3.client("s3")``); a boto3
+            resource (``boto3.resource("s3")``: its client, ``resource.meta.client``); a
+            ``boto3.Session`` or ``botocore.session.Session`` (every client and resource
+            created from it afterwards); or None: every boto3/botocore client, whatever its
+            session and whenever it was made, and every boto 2 connection created afterwards.
         port: the metrics server's port (default ``BOTO_PROM_PORT``, else the running
             server's, else 9875; 0 picks a free one, readable back as ``hook.server.port``).
         addr: the address to bind (default ``BOTO_PROM_ADDR`` or 127.0.0.1).
@@ -231,12 +252,7 @@ def enable_metrics(
     if settings.disabled:
         log.info("boto-prom: BOTO_PROM_DISABLED is set; metrics are not enabled")
         return None
-    kind = _kind(target)
-    if kind is None:
-        raise ConfigurationError(
-            "enable_metrics() takes a boto 2 connection (boto.connection.AWSAuthConnection), "
-            "a boto3/botocore client or session, or nothing (for every AWS call), "
-            f"not {type(target).__name__}.")
+    kind, target = _target("enable_metrics", target)
     if kind in ("session", "global") and (settings.aws_service or settings.aws_region):
         raise ConfigurationError(
             "aws_service= and aws_region= label one client or connection; with a session or "
@@ -298,14 +314,16 @@ def disable_metrics(target: Any = None) -> bool:
     what ``enable_metrics()`` with no argument installed is undone.
 
     Args:
-        target: a connection, client or session passed to :func:`enable_metrics`, or None.
+        target: a connection, client, resource or session passed to :func:`enable_metrics`,
+            or None.
 
     Returns:
         True when metrics were on and are now off, False when they were not on.
+
+    Raises:
+        ConfigurationError: target is not something :func:`enable_metrics` takes.
     """
-    kind = _kind(target)
-    if kind is None:
-        return False
+    kind, target = _target("disable_metrics", target)
     with _lock:
         return _adapter(kind).uninstall(target)
 

@@ -129,9 +129,10 @@ def multiprocess_registry(path: Optional[str] = None) -> CollectorRegistry:
     try:
         MultiProcessCollector(registry, path=path)
     except ValueError:
-        raise ConfigurationError(
-            f"the multiprocess directory {path!r} is not a directory; pass path= or set "
-            f"{MULTIPROC_ENV} to the directory the workers record into.") from None
+        raise ConfigurationError.about(
+            "path", lambda called: f"the multiprocess directory {path!r} is not a directory; "
+            f"pass {called} or set {MULTIPROC_ENV} to the directory the workers record into."
+        ) from None
     return registry
 
 
@@ -559,9 +560,9 @@ def _listen(addr: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(addr, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except socket.gaierror:
-        raise ConfigurationError(
-            f"addr {addr!r} is not an address or host name this machine can bind; pass "
-            "addr= (or set BOTO_PROM_ADDR) to an address such as 127.0.0.1 or 0.0.0.0."
+        raise ConfigurationError.about(
+            "addr", lambda called: f"{called} {addr!r} is not an address or host name this "
+            "machine can bind; pass one such as 127.0.0.1 or 0.0.0.0 (or set BOTO_PROM_ADDR)."
         ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
@@ -572,9 +573,10 @@ def _listen(addr: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigurationError(
-                f"port {port} on {addr} is already in use; pass port= (or set "
-                "BOTO_PROM_PORT) to a free port, or port=0 to let the system pick one."
+            raise ConfigurationError.about(
+                "port", lambda called: f"port {port} on {addr} is already in use; pass a free "
+                f"port as {called}=N (or BOTO_PROM_PORT=N), or {called}=0 to let the system "
+                "pick one."
             ) from None
         raise ConfigurationError(
             f"cannot listen on {addr} port {port} ({exc.strerror or exc}); pass addr= and "

@@ -36,6 +36,12 @@ HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap"
 """The directory ``boto-prom run`` puts first on ``PYTHONPATH``: it holds only
 ``sitecustomize.py``."""
 
+FLAGS = {"port": "--port", "addr": "--addr", "web_config": "--web-config", "csv_path": "--csv",
+         "allowed_services": "--allowed-services", "ignored_actions": "--ignored-actions",
+         "max_label_sets": "--max-label-sets", "job": "--job", "grouping_key": "--grouping-key"}
+"""``boto-prom run``'s options by the setting (``enable_metrics``' argument) each one sets:
+an error about one of these settings names the option (:meth:`ConfigurationError.naming`)."""
+
 SDK_MODULES = ("botocore", "boto")
 """Importing either enables metrics: botocore (every client, of any session; boto3 imports
 it) and boto 2 (its connections)."""
@@ -69,7 +75,7 @@ def start() -> None:
         _tidy_environment(run)
         _start(run)
     except ConfigurationError as exc:
-        _say(str(exc))
+        _say(exc.naming(FLAGS))
         _flush()
         os._exit(2)  # SystemExit here would be a fatal error in Python's start-up
     except Exception as exc:  # noqa: B902 - the program must start regardless

@@ -38,7 +38,7 @@ import re
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -47,7 +47,33 @@ from .naming import safe_name
 
 
 class ConfigurationError(ValueError):
-    """Bad configuration, found at enable time; its message is one sentence saying what to do."""
+    """Bad configuration, found at enable time; its message is one sentence saying what to do.
+
+    Attributes:
+        setting: the argument (``"port"``, ``"csv_path"``...) or variable the sentence is
+            about, when one setting's value is at fault, else None. A caller that takes that
+            setting under a name of its own (the command line's flags) says the sentence with
+            its name: :meth:`naming`.
+    """
+
+    setting: Optional[str] = None
+    _wording: Optional[Callable[[str], str]] = None
+
+    @classmethod
+    def about(cls, setting: str, wording: Callable[[str], str]) -> "ConfigurationError":
+        """The error about one setting; ``wording(name)`` is its sentence with the setting
+        called name (setting itself here, a flag for the command line)."""
+        error = cls(wording(setting))
+        error.setting = setting
+        error._wording = wording
+        return error
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The sentence with the setting called what names maps it to (``{"port":
+        "--port"}``); as it is when the setting has no entry there."""
+        if self._wording is None or self.setting not in names:
+            return str(self)
+        return self._wording(names[self.setting])
 
 
 ConfigurationError.__module__ = "boto_prom"  # what users import it as, in tracebacks too
@@ -259,9 +285,9 @@ def resolve_server(port: Optional[int] = None, addr: Optional[str] = None, *,
     if multiprocess_dir is None:
         multiprocess_dir = multiprocess_dir_from_env()
     if not multiprocess_dir:
-        raise ConfigurationError(
-            f"start_multiprocess_server() needs the directory the workers record into; set "
-            f"{MULTIPROC_ENV} (or pass path=).")
+        raise ConfigurationError.about(
+            "path", lambda called: f"serving every process's metrics needs the directory the "
+            f"workers record into; set {MULTIPROC_ENV} (or pass {called}).")
     return ServerSettings(addr=_addr(addr), port=_port(port),
                           web_config=_web_config(web_config),
                           multiprocess_dir=_path("path", multiprocess_dir))
@@ -278,7 +304,8 @@ def resolve_push(gateway: Any, *, job: Optional[str] = None,
     """
     job = default_job() if job is None else job
     if not isinstance(job, str) or not job:
-        raise ConfigurationError(f"job must be a non-empty string, not {job!r}.")
+        raise ConfigurationError.about(
+            "job", lambda called: f"{called} must be a non-empty string, not {job!r}.")
     if (username is None) != (password is None):
         raise ConfigurationError("Pushgateway basic auth needs both username and password.")
     return PushSettings(_gateway(gateway), job, _grouping_key(grouping_key), username,
@@ -312,7 +339,8 @@ def _int_setting(value: Optional[int], name: str, env: str, minimum: int,
             raise ConfigurationError(f"{env} must be {expected}, not {raw!r}.") from None
     if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
             or (maximum is not None and value > maximum)):
-        raise ConfigurationError(f"{source} must be {expected}, not {value!r}.")
+        raise ConfigurationError.about(
+            source, lambda called: f"{called} must be {expected}, not {value!r}.")
     return value
 
 
@@ -329,9 +357,9 @@ def _addr(addr: Optional[str]) -> Optional[str]:
             return None
         source = "BOTO_PROM_ADDR"
     if not isinstance(addr, str) or not addr or "\0" in addr or addr != addr.strip():
-        raise ConfigurationError(
-            f"{source} must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), "
-            f"not {addr!r}.")
+        raise ConfigurationError.about(
+            source, lambda called: f"{called} must be a host name or IP address (like 127.0.0.1 "
+            f"or 0.0.0.0), not {addr!r}.")
     return addr
 
 
@@ -342,8 +370,9 @@ def _path(name: str, value: Any) -> str:
     except TypeError:
         text = ""
     if not text or "\0" in text:
-        raise ConfigurationError(f"{name} must be a file path (a str or os.PathLike), "
-                                 f"not {value!r}.")
+        raise ConfigurationError.about(
+            name, lambda called: f"{called} must be a file path (a str or os.PathLike), "
+            f"not {value!r}.")
     return text
 
 
@@ -352,7 +381,9 @@ def _web_config(value: Any) -> Optional[str]:
         value = os.environ.get("BOTO_PROM_WEB_CONFIG", "").strip() or None
         return None if value is None else _path("BOTO_PROM_WEB_CONFIG", value)
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"web_config must be the path of a YAML file, not {value!r}.")
+        raise ConfigurationError.about(
+            "web_config",
+            lambda called: f"{called} must be the path of a YAML file, not {value!r}.")
     return _path("web_config", value)
 
 
@@ -396,14 +427,15 @@ def _names(what: str, values: object) -> Optional[FrozenSet[str]]:
         return None
     # A lone string is iterable too, and would silently become a set of letters.
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ConfigurationError(
-            f"{what} must be a list of names like ['s3', 'ec2'], not {values!r}.")
+        raise ConfigurationError.about(
+            what, lambda called: f"{called} must be a list of names like ['s3', 'ec2'], "
+            f"not {values!r}.")
     values = list(values)
     bad = sorted(repr(v) for v in values if type(v) is not str or safe_name(v) is None)
     if bad:
-        raise ConfigurationError(
-            f"{what} must hold short names of letters, digits, '-', '_' or '.', "
-            f"not {', '.join(bad)}.")
+        raise ConfigurationError.about(
+            what, lambda called: f"{called} must hold short names of letters, digits, '-', '_' "
+            f"or '.', not {', '.join(bad)}.")
     return frozenset(values)
 
 
@@ -466,20 +498,23 @@ def _check_writable(real: str) -> None:
     """Fail now, in one sentence, for a path the writer thread could never write."""
     directory = os.path.dirname(real)
     if os.path.isdir(real):
-        raise ConfigurationError(f"csv_path {real} is a directory; pass the path of a file in it.")
+        raise ConfigurationError.about(
+            "csv_path", lambda called: f"{called} {real} is a directory; pass the path of a "
+            "file in it.")
     if not os.path.isdir(directory):
         what = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise ConfigurationError(
-            f"the directory of csv_path, {directory}, {what}; create it or pass a csv_path in "
-            "an existing directory.")
+        raise ConfigurationError.about(
+            "csv_path", lambda called: f"the directory of {called}, {directory}, {what}; "
+            f"create it or give {called} a file in an existing directory.")
     try:
         st = os.stat(real)
     except FileNotFoundError:
         st = None
     except OSError as exc:  # a name too long, a loop of links, a directory we may not enter
-        raise ConfigurationError(
-            f"csv_path {real} cannot be written ({(exc.strerror or str(exc)).lower()}); pass "
-            "a csv_path in a directory this process may write to.") from None
+        error = (exc.strerror or str(exc)).lower()
+        raise ConfigurationError.about(
+            "csv_path", lambda called: f"{called} {real} cannot be written ({error}); give "
+            f"{called} a file in a directory this process may write to.") from None
     if st is None:
         # Created and taken out again: a later step of the enable may still fail, and a
         # failed enable leaves nothing behind. (access() is no answer: it says yes for /sys.)
@@ -503,9 +538,9 @@ def _check_writable(real: str) -> None:
             return
         except OSError as exc:
             error = (exc.strerror or str(exc)).lower()
-    raise ConfigurationError(
-        f"csv_path {real} cannot be written ({error}); pass a csv_path in a directory this "
-        "process may write to.")
+    raise ConfigurationError.about(
+        "csv_path", lambda called: f"{called} {real} cannot be written ({error}); give "
+        f"{called} a file in a directory this process may write to.")
 
 
 # --- multiprocess mode ------------------------------------------------------------------------
@@ -652,8 +687,9 @@ def _grouping_key(grouping_key: object) -> Tuple[Tuple[str, str], ...]:
     checked = []
     for name, value in grouping_key.items():
         if not isinstance(name, str) or not _LABEL_RE.match(name) or name == "job":
-            raise ConfigurationError(
-                f"grouping_key names must be label names other than 'job', not {name!r}.")
+            raise ConfigurationError.about(
+                "grouping_key", lambda called: f"{called} names must be label names other "
+                f"than 'job', not {name!r}.")
         if not isinstance(value, str):
             raise ConfigurationError(f"grouping_key[{name!r}] must be a string, not {value!r}.")
         checked.append((name, value))
@@ -681,6 +717,19 @@ def default_job() -> str:
     return script if script and not script.startswith("-") else "boto_prom"
 
 
+def grouping_key_pairs(raw: str, source: str) -> Dict[str, str]:
+    """``instance=web1,shard=2`` as a mapping; source names the setting in an error."""
+    key: Dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.strip().split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigurationError.about(
+                source, lambda called: f"{called} must be name=value pairs separated by "
+                f"commas, like instance=web1,shard=2, not {raw.strip()!r}.")
+        key[name.strip()] = value.strip()
+    return key
+
+
 def _push_from_env() -> Optional[PushSettings]:
     """The push at exit the ``BOTO_PROM_PUSH*`` variables ask for, or None."""
     gateway = os.environ.get("BOTO_PROM_PUSHGATEWAY", "").strip()
@@ -698,15 +747,8 @@ def _push_from_env() -> Optional[PushSettings]:
         timeout = float(raw_timeout) if raw_timeout else DEFAULT_PUSH_TIMEOUT
     except ValueError:
         timeout = float("nan")
-    raw_key = os.environ.get("BOTO_PROM_PUSH_GROUPING_KEY", "").strip()
-    key: Dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in raw_key.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ConfigurationError(
-                f"BOTO_PROM_PUSH_GROUPING_KEY must be name=value pairs separated by commas, "
-                f"like instance=web1,shard=2, not {raw_key!r}.")
-        key[name.strip()] = value.strip()
+    key = grouping_key_pairs(os.environ.get("BOTO_PROM_PUSH_GROUPING_KEY", ""),
+                             "BOTO_PROM_PUSH_GROUPING_KEY")
     username = os.environ.get("BOTO_PROM_PUSH_USERNAME") or None
     password = os.environ.get("BOTO_PROM_PUSH_PASSWORD") or None
     if (username is None) != (password is None):

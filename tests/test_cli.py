@@ -15,19 +15,24 @@ import urllib.request
 import pytest
 
 from boto_prom.cli import main
+from boto_prom.demo import aiobotocore_imports, sdks_line
 from tests.conftest import HAS_BOTO2
 
-needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
+# The demo here: boto 2 beside boto3 where boto 2 imports, boto3 alone where not (aiobotocore
+# too, where it is installed).
+SDKS = sdks_line(HAS_BOTO2, aiobotocore_imports())
 
 
-@needs_boto2
 def test_demo_runs_for_its_duration_and_reports():
-    """python -m boto_prom demo --duration 3 prints progress and a final line, and exits 0."""
+    """python -m boto_prom demo --duration 3 says which SDKs it drives, prints progress and a
+    final line, and exits 0."""
     result = subprocess.run(
         [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--duration", "3",
          "--rate", "40"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "metrics on http://127.0.0.1:" in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"boto-prom demo: {SDKS} to moto on http://127.0.0.1:")
+    assert "metrics on http://127.0.0.1:" in first
     final = re.search(r"done: requests (\d+) .*errors (\d+) .*p50 ([\d.]+) ms +p99 ([\d.]+) ms",
                       result.stderr)
     assert final, result.stderr
@@ -35,14 +40,20 @@ def test_demo_runs_for_its_duration_and_reports():
     assert requests >= 60 and 0 < errors < requests
 
 
+def _ignore_sigint():
+    """In the child before exec: SIGINT ignored, as a shell leaves it for a job started with &."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def demo_process(rate):
-    """``python -m boto_prom demo`` in a session of its own, killed if a test leaves it
-    running."""
+def demo_process(rate, sigint_ignored=False):
+    """``python -m boto_prom demo`` in a session of its own (inheriting SIGINT ignored, when
+    asked), killed if a test leaves it running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "boto_prom", "demo", "--port", "0", "--rate", str(rate)],
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_ignore_sigint if sigint_ignored else None)
     try:
         yield proc
     finally:
@@ -58,10 +69,9 @@ def assert_ended_cleanly(proc):
     assert "done: requests" in err and "Traceback" not in err
 
 
-@needs_boto2
 def test_demo_serves_metrics_and_stops_on_ctrl_c():
-    """While the demo runs its /metrics has boto 2 and boto3 traffic from five services;
-    SIGINT ends it."""
+    """While the demo runs its /metrics has traffic from five services (boto 2 and boto3, or
+    boto3 alone); SIGINT ends it."""
     with demo_process(rate=100) as proc:
         line = proc.stderr.readline()
         url = re.search(r"metrics on (\S+)", line).group(1)
@@ -76,7 +86,18 @@ def test_demo_serves_metrics_and_stops_on_ctrl_c():
         assert_ended_cleanly(proc)
 
 
-@needs_boto2
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_started_with_sigint_ignored_stops_on_a_signal(signum):
+    """Started as a background job is (SIGINT inherited as ignored), the demo still ends with
+    its summary line and exit 0 on SIGINT, and on SIGTERM."""
+    with demo_process(rate=50, sigint_ignored=True) as proc:
+        assert "metrics on" in proc.stderr.readline()
+        proc.stderr.readline()  # "Ctrl-C to stop."
+        proc.stderr.readline()  # the first progress line: the workload runs
+        proc.send_signal(signum)
+        assert_ended_cleanly(proc)
+
+
 def test_demo_ends_cleanly_on_two_interrupts_at_once():
     """SIGINT sent to the demo and then to its process group (as timeout does, or a Ctrl-C
     pressed twice) still ends it with its summary line and exit 0."""
@@ -90,7 +111,6 @@ def test_demo_ends_cleanly_on_two_interrupts_at_once():
         assert_ended_cleanly(proc)
 
 
-@needs_boto2
 def test_demo_busy_port_is_one_sentence(capsys):
     """A busy metrics port ends the demo with exit 2 and one sentence, no traceback."""
     import socket
@@ -102,7 +122,8 @@ def test_demo_busy_port_is_one_sentence(capsys):
         assert main(["demo", "--port", str(port), "--duration", "1"]) == 2
     err = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 is already in use" in err
-    assert "Traceback" not in err
+    assert "as --port=N" in err and "--port=0" in err and err.count("\n") == 1
+    assert "Traceback" not in err and "On the command line" not in err
 
 
 @pytest.mark.parametrize("duration", ["-1", "nan", "inf"])
@@ -144,3 +165,62 @@ def test_run_without_a_command_is_a_usage_error(argv, capsys):
         main(argv)
     assert raised.value.code == 2
     assert "boto-prom run [options] -- COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["run", "--help"],
+                                  ["serve", "--help"]])
+def test_help_is_plain_text(argv, capsys):
+    """Every --help is plain text: no reStructuredText markup from a docstring."""
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: boto-prom")
+    for markup in ("``", ":func:", ":meth:", ":mod:", ":class:", "**"):
+        assert markup not in out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["demo", "--port", "99999"], "--port must be a port number from 0 to 65535, not 99999."),
+    (["run", "--addr", " 127.0.0.1", "--", "true"],
+     "--addr must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), not ' 127.0.0.1'."),
+    (["run", "--max-label-sets", "0", "--", "true"],
+     "--max-label-sets must be a whole number of 1 or more, not 0."),
+    (["run", "--ignored-actions", "Get/Object", "--", "true"],
+     "--ignored-actions must hold short names of letters, digits, '-', '_' or '.', "
+     "not 'Get/Object'."),
+    (["run", "--push", "http://gateway:9091", "--grouping-key", "shard", "--", "true"],
+     "--grouping-key must be name=value pairs separated by commas, like instance=web1,shard=2, "
+     "not 'shard'."),
+    (["run", "--push", "http://gateway:9091", "--grouping-key", "job=x", "--", "true"],
+     "--grouping-key names must be label names other than 'job', not 'job'."),
+    (["serve", "--web.listen-address", "127.0.0.1:0"],
+     "serving every process's metrics needs the directory the workers record into; set "
+     "PROMETHEUS_MULTIPROC_DIR (or pass --multiprocess.dir)."),
+])
+def test_a_bad_flag_is_named_as_a_flag(argv, says, capsys, monkeypatch):
+    """A bad value given on the command line is refused in one sentence naming its flag, with
+    no hint appended, before anything starts."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"boto-prom: {says}\n"
+
+
+def test_a_bad_csv_flag_is_named_as_a_flag(tmp_path, capsys):
+    """--csv in a missing directory names --csv, not the API's csv_path."""
+    missing = tmp_path / "missing"
+    assert main(["run", "--csv", str(missing / "calls.csv"), "--", "true"]) == 2
+    assert capsys.readouterr().err == (
+        f"boto-prom: the directory of --csv, {missing}, does not exist; create it or give "
+        "--csv a file in an existing directory.\n")
+
+
+@pytest.mark.parametrize("argv", [["run", "--", "true"], ["run", "--addr", "0.0.0.0", "--",
+                                                          "true"]])
+def test_a_bad_variable_is_named_as_the_variable(argv, capsys, monkeypatch):
+    """A bad value from the environment is named by its variable, also when the command has a
+    flag for that setting, and no flag is hinted at."""
+    monkeypatch.setenv("BOTO_PROM_PORT", "nine")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "boto-prom: BOTO_PROM_PORT must be a port number from 0 to 65535, not 'nine'.\n")

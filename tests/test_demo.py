@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import threading
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from boto_prom.demo import histogram_quantile, progress_line, run_demo
+from boto_prom.demo import (aiobotocore_imports, histogram_quantile, progress_line, run_demo,
+                            sdks_line)
 from tests.conftest import HAS_BOTO2
 
 
@@ -28,25 +30,52 @@ def test_progress_line_of_an_empty_registry():
     assert line == "requests 0 (0.0/s)  errors 0 (0.0%)  p50 -  p99 -"
 
 
-@pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
-def test_run_demo_records_both_sdks_and_stops_when_told():
-    """run_demo drives boto 2 and boto3 calls into the registry given and ends when stop is
-    set, with a final line whose totals match the registry's."""
+def test_first_line_names_the_sdks_driven():
+    """The first line says which SDKs make the calls, and why boto 2 does not."""
+    assert sdks_line(True, False) == "boto 2 and boto3 calls"
+    assert sdks_line(True, True) == "boto 2, boto3 and aiobotocore calls"
+    assert sdks_line(False, False) == "boto3 calls only (boto 2 does not import here)"
+    assert sdks_line(False, True) == ("boto3 and aiobotocore calls only (boto 2 does not import "
+                                      "here)")
+
+
+class StopAtProgress(io.StringIO):
+    """The demo's output, which sets stop at the first progress line (a second into the
+    workload, however long the set-up took)."""
+
+    def __init__(self, stop):
+        super().__init__()
+        self._stop = stop
+
+    def write(self, text):
+        if text.startswith("requests "):
+            self._stop.set()
+        return super().write(text)
+
+
+@pytest.mark.parametrize("boto2", [
+    pytest.param(True, marks=pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 "
+                                                "or older")),
+    False,
+], ids=["boto2-and-boto3", "boto3-alone"])
+def test_run_demo_records_five_services_and_stops_when_told(boto2, monkeypatch):
+    """run_demo drives calls to five services into the registry given (through boto 2 and
+    boto3, or boto3 alone where boto 2 does not import), says which in its first line, and ends
+    when stop is set, with a final line whose totals match the registry's."""
+    if not boto2:
+        monkeypatch.setitem(sys.modules, "boto", None)  # import boto fails, as on Python 3.12
     registry = CollectorRegistry()
-    out = io.StringIO()
     stop = threading.Event()
-    timer = threading.Timer(3.0, stop.set)
-    timer.start()
-    try:
-        steps = run_demo(port=0, registry=registry, rate=0, out=out, stop=stop)
-    finally:
-        timer.cancel()
+    out = StopAtProgress(stop)
+    steps = run_demo(port=0, registry=registry, rate=0, out=out, stop=stop)
     assert steps > 0
-    final = re.search(r"done: requests (\d+) ", out.getvalue())
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith(f"boto-prom demo: {sdks_line(boto2, aiobotocore_imports())} to moto ")
+    final = re.search(r"done: requests (\d+) .*errors (\d+) ", out.getvalue())
     assert final, out.getvalue()
-    total = sum(s.value for f in registry.collect() if f.name == "boto_requests"
-                for s in f.samples if s.name.endswith("_total"))
-    assert int(final.group(1)) == total > 0
-    services = {s.labels["aws_service"] for f in registry.collect() if f.name == "boto_requests"
-                for s in f.samples}
-    assert {"ec2", "s3", "dynamodb", "iam", "sqs"} <= services
+    samples = [s for f in registry.collect() if f.name == "boto_requests" for s in f.samples
+               if s.name.endswith("_total")]
+    errors = sum(s.value for f in registry.collect() if f.name == "boto_request_errors"
+                 for s in f.samples if s.name.endswith("_total"))
+    assert int(final.group(1)) == sum(s.value for s in samples) > int(final.group(2)) == errors > 0
+    assert {s.labels["aws_service"] for s in samples} == {"ec2", "s3", "dynamodb", "iam", "sqs"}

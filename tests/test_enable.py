@@ -329,3 +329,92 @@ def test_reenabling_a_connection_with_another_registry_says_to_disable_first(aws
     assert boto_prom.disable_metrics(conn)
     other = CollectorRegistry()
     assert boto_prom.enable_metrics(conn, registry=other, start_server=False).registry is other
+
+
+# --- what enable_metrics and disable_metrics take --------------------------------------------
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's AWS-protocol server on loopback (the demo's), for boto3 clients and resources."""
+    from boto_prom.demo import LocalAWS
+
+    with LocalAWS() as local:
+        yield local.url
+
+
+def _session(**kwargs):
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+                                 aws_secret_access_key="fake", region_name="us-west-2", **kwargs)
+
+
+def _calls(registry):
+    """Requests counted, by action."""
+    out = {}
+    for family in registry.collect():
+        if family.name == "boto_requests":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    out[s.labels["action"]] = out.get(s.labels["action"], 0) + s.value
+    return out
+
+
+def test_a_boto3_resource_is_enabled_and_disabled_through_its_client(moto_url, registry):
+    """enable_metrics(boto3 resource) records the calls of the resource and its sub-resources
+    (its meta.client makes them), and disable_metrics(resource) stops it."""
+    s3 = _session().resource("s3", endpoint_url=moto_url)
+    hook = boto_prom.enable_metrics(s3, registry=registry, start_server=False)
+    assert _installed(s3.meta.client) is hook
+    bucket = s3.create_bucket(Bucket="boto-prom-resource",
+                              CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    bucket.put_object(Key="k", Body=b"x")
+    assert [o.key for o in bucket.objects.all()] == ["k"]
+    assert boto_prom.enable_metrics(bucket, registry=registry, start_server=False) is hook
+    assert _calls(registry) == {"CreateBucket": 1, "PutObject": 1, "ListObjects": 1}
+    assert boto_prom.disable_metrics(bucket) is True
+    bucket.Object("k").delete()
+    assert _calls(registry) == {"CreateBucket": 1, "PutObject": 1, "ListObjects": 1}
+    assert boto_prom.disable_metrics(s3) is False
+
+
+@pytest.mark.parametrize("made_by", ["boto3.session.Session", "over a botocore session",
+                                     "boto3.setup_default_session"])
+def test_a_boto3_session_is_taken_whatever_made_it(moto_url, registry, monkeypatch, made_by):
+    """A boto3 session, made directly, over a botocore session, or as boto3's default one,
+    covers the clients and resources made from it; disable_metrics(session) ends that."""
+    import boto3
+    import botocore.session
+
+    if made_by == "boto3.session.Session":
+        session = _session()
+    elif made_by == "over a botocore session":
+        session = _session(botocore_session=botocore.session.get_session())
+    else:
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        boto3.setup_default_session(aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+                                    aws_secret_access_key="fake", region_name="us-west-2")
+        session = boto3.DEFAULT_SESSION
+    boto_prom.enable_metrics(session, registry=registry, start_server=False)
+    try:
+        sqs = session.resource("sqs", endpoint_url=moto_url)
+        sqs.create_queue(QueueName="boto-prom-session")
+        session.client("sqs", endpoint_url=moto_url).list_queues()
+        assert _calls(registry) == {"CreateQueue": 1, "ListQueues": 1}
+    finally:
+        assert boto_prom.disable_metrics(session) is True
+
+
+@pytest.mark.parametrize("target", ["s3", 42, object()], ids=["str", "int", "object"])
+def test_what_neither_takes_is_the_same_one_sentence(target):
+    """enable_metrics and disable_metrics refuse what they cannot take with the same sentence,
+    naming themselves; disable_metrics no longer returns False for it."""
+    name = type(target).__name__
+    with pytest.raises(ConfigurationError) as enabling:
+        boto_prom.enable_metrics(target, start_server=False)
+    with pytest.raises(ConfigurationError) as disabling:
+        boto_prom.disable_metrics(target)
+    expected = ("takes a boto 2 connection (boto.connection.AWSAuthConnection), a boto3/botocore "
+                f"client, resource or session, or nothing (for every AWS call), not {name}.")
+    assert str(enabling.value) == "enable_metrics() " + expected
+    assert str(disabling.value) == "disable_metrics() " + expected

@@ -390,13 +390,14 @@ def test_program_without_aws_runs_as_without_boto_prom(program, tmp_path, own_pa
 # --- run: bad settings end the start in one sentence ------------------------------------------
 
 @pytest.mark.parametrize("args, env, says", [
-    (["--port", "99999"], {}, "BOTO_PROM_PORT must be a port number"),
+    (["--port", "99999"], {}, "--port must be a port number"),
     ([], {"BOTO_PROM_MAX_LABEL_SETS": "many"}, "BOTO_PROM_MAX_LABEL_SETS must be"),
-    (["--allowed-services", "s3,no such"], {}, "BOTO_PROM_ALLOWED_SERVICES must be"),
+    (["--allowed-services", "s3,no such"], {}, "--allowed-services must hold short names"),
     (["--push", "ftp://gateway"], {}, "the Pushgateway must be an http://"),
 ])
 def test_bad_setting_exits_2_before_the_program(args, env, says):
-    """A bad option or variable: exit 2, one line on stderr, and the program never ran."""
+    """A bad option or variable: exit 2, one line on stderr naming the flag or the variable
+    given, and the program never ran."""
     done = subprocess.run([BOTO_PROM, "run", *args, "--", sys.executable, "-c", "print('ran')"],
                           capture_output=True, text=True, env=child_env(**env), timeout=60)
     assert (done.returncode, done.stdout) == (2, "")
@@ -417,6 +418,7 @@ def test_busy_port_exits_2_in_one_sentence():
                               env=child_env(), timeout=60)
     assert (done.returncode, done.stdout) == (2, "")
     assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "as --port=N (or BOTO_PROM_PORT=N), or --port=0" in done.stderr  # run's own names
     assert done.stderr.count("\n") == 1
 
 

@@ -151,6 +151,45 @@ def test_bad_variable_is_named_in_one_sentence(monkeypatch, name, raw, match):
     assert one_sentence(raised.value)
 
 
+@pytest.mark.parametrize("kwargs, setting, says", [
+    ({"port": 70000}, "port", "{} must be a port number from 0 to 65535, not 70000."),
+    ({"addr": ""}, "addr",
+     "{} must be a host name or IP address (like 127.0.0.1 or 0.0.0.0), not ''."),
+    ({"max_label_sets": 0}, "max_label_sets", "{} must be a whole number of 1 or more, not 0."),
+    ({"allowed_services": "s3"}, "allowed_services",
+     "{} must be a list of names like ['s3', 'ec2'], not 's3'."),
+    ({"web_config": 3}, "web_config", "{} must be the path of a YAML file, not 3."),
+])
+def test_a_bad_argument_is_named_as_the_caller_calls_it(kwargs, setting, says):
+    """An argument's error names the argument, says which setting it is about, and the same
+    sentence names the command line's flag when asked to."""
+    with pytest.raises(ConfigurationError) as raised:
+        settings.resolve(**kwargs)
+    assert raised.value.setting == setting
+    assert str(raised.value) == says.format(setting)
+    flag = "--" + setting.replace("_", "-")
+    assert raised.value.naming({setting: flag}) == says.format(flag)
+    assert raised.value.naming({"other": "--other"}) == says.format(setting)
+
+
+def test_a_bad_variable_keeps_its_name_whatever_the_caller_calls_the_argument(monkeypatch):
+    """A variable's error names the variable even for a caller with a flag for the argument it
+    stands for: the flag was not what set it."""
+    monkeypatch.setenv("BOTO_PROM_PORT", "70000")
+    with pytest.raises(ConfigurationError) as raised:
+        settings.resolve()
+    says = "BOTO_PROM_PORT must be a port number from 0 to 65535, not 70000."
+    assert str(raised.value) == raised.value.naming({"port": "--port"}) == says
+
+
+def test_an_error_about_no_one_setting_is_said_as_it_is():
+    """A sentence about no single setting has no setting and reads the same for every caller."""
+    with pytest.raises(ConfigurationError) as raised:
+        settings.resolve(web_config="web.yml", start_server=False)
+    assert raised.value.setting is None
+    assert raised.value.naming({"web_config": "--web-config"}) == str(raised.value)
+
+
 # --- paths ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs", [
