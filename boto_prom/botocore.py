@@ -284,14 +284,23 @@ def _on_before_send_handed(request: Any = None, **kwargs: Any) -> None:
         _start_attempt(call, request)
 
 
-def _on_response_received(context: Any = None, **kwargs: Any) -> None:
+def _on_response_received(context: Any = None, response_dict: Any = None,
+                          parsed_response: Any = None, **kwargs: Any) -> None:
     call = context.get(_KEY) if type(context) is dict else None
-    if call is not None and call.attempt_start is not None:
-        try:
+    if call is None:
+        return
+    try:
+        if call.attempt_start is not None:
             call.bound.attempt.observe(_clock() - call.attempt_start)
             call.attempt_start = None
-        except Exception:
-            call.hook.guard.failed("attempt")
+        # Each attempt AWS throttled, the ones retries absorbed included: after-call sees
+        # only the last answer.
+        status = response_dict.get("status_code") if type(response_dict) is dict else None
+        if type(status) is int and status >= 400 and (
+                status == THROTTLING_STATUS or _error_code(parsed_response) in THROTTLING_CODES):
+            call.bound.count_throttled_attempt()
+    except Exception:
+        call.hook.guard.failed("attempt")
 
 
 def _on_after_call(http_response: Any = None, parsed: Any = None, context: Any = None,

@@ -68,8 +68,8 @@ class Bound:
     """
 
     __slots__ = ("labels", "folded", "duration", "request_size", "response_size", "throttled",
-                 "requests", "errors", "retries", "exhausted", "attempt", "in_flight",
-                 "_exemplar_at", "_metrics")
+                 "throttled_attempts", "requests", "errors", "retries", "exhausted", "attempt",
+                 "in_flight", "_exemplar_at", "_metrics")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str],
                  folded: bool) -> None:
@@ -80,7 +80,9 @@ class Bound:
         self.duration = metrics.duration.labels(*labels)
         self.request_size = metrics.request_size.labels(*labels)
         self.response_size = metrics.response_size.labels(*labels)
-        self.throttled = metrics.throttled.labels(*labels)
+        # Bound on first use, like the retries below: a series that stays at zero says nothing.
+        self.throttled: Optional[object] = None
+        self.throttled_attempts: Optional[object] = None
         self.requests: Dict[str, object] = {}
         self.errors: Dict[str, object] = {}
         # Only botocore says how many attempts a call made: bound on its first retry, so boto 2
@@ -124,7 +126,7 @@ class Bound:
         if response_bytes is not None:
             self.response_size.observe(response_bytes)  # type: ignore[attr-defined]
         if error_type is not None:
-            self._error(error_type, throttled, exhausted)
+            self._error(error_type, throttled, exhausted, attempts is None)
         if attempts is not None and attempts > 1:
             retries = self.retries
             if retries is None:
@@ -135,7 +137,17 @@ class Bound:
         child = children[value] = family.labels(*self.labels, value)  # type: ignore[attr-defined]
         return child
 
-    def _error(self, error_type: str, throttled: bool, exhausted: bool) -> None:
+    def count_throttled_attempt(self) -> None:
+        """Count one HTTP attempt AWS throttled (the adapter saw its answer: botocore's
+        per-attempt event, or boto 2's hook, which sees one attempt per call)."""
+        counter = self.throttled_attempts
+        if counter is None:
+            counter = self.throttled_attempts = (
+                self._metrics.throttled_attempts.labels(*self.labels))
+        counter.inc()  # type: ignore[attr-defined]
+
+    def _error(self, error_type: str, throttled: bool, exhausted: bool,
+               one_attempt: bool) -> None:
         counter = self.errors.get(error_type)
         if counter is None:
             if len(self.errors) >= MAX_ERROR_TYPES:
@@ -146,7 +158,14 @@ class Bound:
                 counter = self._child(self.errors, self._metrics.errors, error_type)
         counter.inc()  # type: ignore[attr-defined]
         if throttled:
-            self.throttled.inc()  # type: ignore[attr-defined]
+            counter = self.throttled
+            if counter is None:
+                counter = self.throttled = self._metrics.throttled.labels(*self.labels)
+            counter.inc()  # type: ignore[attr-defined]
+            if one_attempt:
+                # An adapter that reports no attempts (boto 2) saw only the attempt it
+                # records; botocore counts each of its attempts as it ends.
+                self.count_throttled_attempt()
         if exhausted:
             counter = self.exhausted.get(error_type)
             if counter is None:
@@ -207,7 +226,14 @@ class PrometheusMetrics:
             LABELS + ("error_type",), registry=registry,
         )
         self.throttled = Counter(
-            "boto_throttled_requests", "AWS API requests that AWS throttled.",
+            "boto_throttled_requests",
+            "AWS API requests whose final answer was AWS throttling them.",
+            LABELS, registry=registry,
+        )
+        self.throttled_attempts = Counter(
+            "boto_throttled_attempts",
+            "HTTP attempts of AWS API requests that AWS throttled, those retries absorbed "
+            "included.",
             LABELS, registry=registry,
         )
         self.request_size = Histogram(

@@ -393,7 +393,38 @@ def test_exhausted_retries_are_counted_with_the_error_code(behaviour, error_type
     assert value(registry, "boto_requests_total", status_code=status, **labels) == 1
     assert value(registry, "boto_request_errors_total", error_type=error_type, **labels) == 1
     assert value(registry, "boto_throttled_requests_total", **labels) == throttled
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 3 * throttled
     assert value(registry, "boto_requests_in_flight", **EC2) == 0
+
+
+@pytest.mark.parametrize("throttling", [("error", 400, "ThrottlingException"), ("status", 429),
+                                        ("error", 503, "SlowDown")])
+def test_throttled_attempts_absorbed_by_retries_are_counted(throttling, fault_server, registry,
+                                                            no_backoff):
+    """Two throttled attempts then a 200 give 2 throttled attempts and 0 throttled requests."""
+    fault_server.script(throttling, throttling, ("status", 200))
+    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
+    enable_metrics(client, registry=registry, start_server=False)
+    client.describe_regions()
+    assert len(fault_server.requests) == 3
+    labels = dict(EC2, action="DescribeRegions")
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 2
+    assert registry.get_sample_value("boto_throttled_requests_total", labels) is None
+    assert value(registry, "boto_requests_total", status_code="200", **labels) == 1
+    assert value(registry, "boto_request_retries_total", **labels) == 2
+    assert hook_errors(registry) == {}
+
+
+def test_attempts_that_are_not_throttling_count_no_throttled_attempt(fault_server, registry,
+                                                                     no_backoff):
+    """A 500 and a 503 ServiceUnavailable before a 200 leave no throttled-attempt series."""
+    fault_server.script(("status", 500), ("error", 503, "ServiceUnavailable"), ("status", 200))
+    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
+    enable_metrics(client, registry=registry, start_server=False)
+    client.describe_regions()
+    labels = dict(EC2, action="DescribeRegions")
+    assert value(registry, "boto_request_retries_total", **labels) == 2
+    assert registry.get_sample_value("boto_throttled_attempts_total", labels) is None
 
 
 def test_failure_not_retried_for_lack_of_retry_quota_is_not_exhausted(fault_server, registry,

@@ -67,6 +67,8 @@ def test_a_bound_records_every_metric_exactly(registry):
     assert get("boto_response_size_bytes_sum", LABELS) == 2000
     assert get("boto_request_errors_total", dict(LABELS, error_type="SlowDown")) == 1
     assert get("boto_throttled_requests_total", LABELS) == 1
+    # A call reporting its attempts (botocore) had each one counted as it ended, by the adapter.
+    assert get("boto_throttled_attempts_total", LABELS) is None
     assert get("boto_request_retries_total", LABELS) == 2
     assert get("boto_retries_exhausted_total", dict(LABELS, error_type="SlowDown")) == 1
     assert get("boto_prom_label_sets_folded_total") == 0
@@ -84,8 +86,18 @@ def test_a_call_without_measurements_counts_only_its_status(registry):
     assert get("boto_request_duration_seconds_count", LABELS) == 0
     assert get("boto_request_size_bytes_count", LABELS) == 0
     assert get("boto_response_size_bytes_count", LABELS) == 0
-    assert get("boto_throttled_requests_total", LABELS) == 0
+    assert get("boto_throttled_requests_total", LABELS) is None, "no always-zero series"
+    assert get("boto_throttled_attempts_total", LABELS) is None, "no always-zero series"
     assert get("boto_request_retries_total", LABELS) is None, "no always-zero retry series"
+
+
+def test_a_throttled_call_without_attempts_counts_one_throttled_attempt(registry):
+    """A throttled call whose adapter reports no attempts (boto 2) is one throttled attempt."""
+    bound = metrics_for(registry).bound(S3)
+    bound.record("429", 0.1, None, None, "429", True, None)
+    bound.count_throttled_attempt()
+    assert registry.get_sample_value("boto_throttled_requests_total", LABELS) == 1
+    assert registry.get_sample_value("boto_throttled_attempts_total", LABELS) == 2
 
 
 def test_one_bound_per_label_set(registry):
