@@ -12,8 +12,9 @@ and none of them can be left out:
 - ``before-send``: a signed HTTP attempt goes on the wire: its clock starts, and the first one
   puts the call in flight and measures the request body. The one event per attempt before the
   request leaves.
-- ``response-received``: the attempt ended, with a response or an exception; it is observed in
-  the attempt histogram. The one event per attempt after it: a retried attempt has no other.
+- ``response-received``: the attempt ended, with a response or an exception; a throttled
+  answer is counted, and with detailed metrics the attempt is observed in the attempt
+  histogram. The one event per attempt after it: a retried attempt has no other.
 - ``after-call`` / ``after-call-error``: the call ended, with a response (of any status) or an
   exception. Exactly one of the two comes per call; the call is counted and leaves the in-flight
   gauge.
@@ -263,7 +264,8 @@ def _start_attempt(call: _Call, request: Any) -> None:
             call.bound.in_flight.inc()
             call.attempts = 1
             call.request_bytes = _request_bytes(request, call.hook.guard)
-        call.attempt_start = _clock()
+        if call.bound.attempt is not None:  # the attempt histogram: detailed metrics only
+            call.attempt_start = _clock()
     except Exception:
         call.hook.guard.failed("before_send")
 

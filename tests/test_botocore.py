@@ -22,7 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.stub import Stubber
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 import boto_prom
@@ -79,19 +79,6 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    """moto's AWS-protocol server on loopback, for boto3 clients."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _no_aws_environment(monkeypatch, tmp_path):
     """No real credentials, profiles or instance metadata reach a test."""
@@ -121,6 +108,16 @@ def make_client(service, url, max_attempts=1, session=None, **config):
                       **config),
         **CREDS,
     )
+
+
+@pytest.fixture
+def registry():
+    """A registry of the test's own with the detailed metrics: most tests here check the
+    per-attempt histogram, which only detailed_metrics=True exports (the default scrape is
+    tested in tests/test_metrics.py, on both paths)."""
+    registry = CollectorRegistry()
+    metrics_for(registry, detailed=True)
+    return registry
 
 
 def fault_url(fault_server):
@@ -831,6 +828,7 @@ def test_a_client_or_session_enabled_on_its_own_keeps_its_hook(default_session, 
     from prometheus_client import CollectorRegistry
 
     elsewhere = CollectorRegistry()
+    metrics_for(elsewhere, detailed=True)
     own = _ec2(moto_url)
     mine = enable_metrics(own, registry=elsewhere, start_server=False)
     session = boto3.session.Session()
@@ -1275,10 +1273,11 @@ def test_filters_skip_calls_entirely(moto_url, registry):
     assert in_flight == {"ec2"}
 
 
-def test_attempts_fold_with_the_label_set_cap(moto_url, registry):
+def test_attempts_fold_with_the_label_set_cap(moto_url):
     """Past max_label_sets, the attempt histogram counts under action="_other" like the rest."""
-    client = make_client("ec2", moto_url)
-    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client, registry = make_client("ec2", moto_url), CollectorRegistry()
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1,
+                   detailed_metrics=True)
     client.describe_instances()
     client.describe_volumes()
     attempts = {dict(s.labels)["action"]: s.value for f in registry.collect()
@@ -1340,10 +1339,11 @@ def test_a_client_per_call_keeps_one_cache_entry(moto_url, registry):
                  status_code="200", **EC2) == 5
 
 
-def test_folded_calls_are_counted_per_call(moto_url, registry):
+def test_folded_calls_are_counted_per_call(moto_url):
     """boto_prom_label_sets_folded_total counts every call folded, on the botocore path too."""
-    client = make_client("ec2", moto_url)
-    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client, registry = make_client("ec2", moto_url), CollectorRegistry()
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1,
+                   detailed_metrics=True)
     client.describe_regions()
     for _ in range(3):
         client.describe_volumes()
