@@ -124,6 +124,17 @@ def fault_url(fault_server):
     return f"http://127.0.0.1:{fault_server.port}"
 
 
+def retried_describe_regions(fault_server, registry, *answers):
+    """One DescribeRegions call, enabled into registry, answered by the three answers given
+    (up to 3 attempts); returns its labels."""
+    fault_server.script(*answers)
+    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
+    enable_metrics(client, registry=registry, start_server=False)
+    client.describe_regions()
+    assert len(fault_server.requests) == 3
+    return dict(EC2, action="DescribeRegions")
+
+
 EC2 = dict(aws_service="ec2", aws_region=REGION)
 
 
@@ -330,12 +341,8 @@ def test_two_hundred_concurrent_calls_count_exactly(registry):
 def test_503_twice_then_200_is_one_request_of_three_attempts(fault_server, registry,
                                                               no_backoff):
     """Two 503s and a 200 record 3 attempts, 2 retries, 1 request and one 200."""
-    fault_server.script(("status", 503), ("status", 503), ("status", 200))
-    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
-    enable_metrics(client, registry=registry, start_server=False)
-    client.describe_regions()
-    assert len(fault_server.requests) == 3
-    labels = dict(EC2, action="DescribeRegions")
+    labels = retried_describe_regions(fault_server, registry, ("status", 503), ("status", 503),
+                                      ("status", 200))
     assert value(registry, "boto_attempt_duration_seconds_count", **labels) == 3
     assert value(registry, "boto_request_retries_total", **labels) == 2
     assert value(registry, "boto_request_duration_seconds_count", **labels) == 1
@@ -399,12 +406,8 @@ def test_exhausted_retries_are_counted_with_the_error_code(behaviour, error_type
 def test_throttled_attempts_absorbed_by_retries_are_counted(throttling, fault_server, registry,
                                                             no_backoff):
     """Two throttled attempts then a 200 give 2 throttled attempts and 0 throttled requests."""
-    fault_server.script(throttling, throttling, ("status", 200))
-    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
-    enable_metrics(client, registry=registry, start_server=False)
-    client.describe_regions()
-    assert len(fault_server.requests) == 3
-    labels = dict(EC2, action="DescribeRegions")
+    labels = retried_describe_regions(fault_server, registry, throttling, throttling,
+                                      ("status", 200))
     assert value(registry, "boto_throttled_attempts_total", **labels) == 2
     assert registry.get_sample_value("boto_throttled_requests_total", labels) is None
     assert value(registry, "boto_requests_total", status_code="200", **labels) == 1
@@ -415,11 +418,8 @@ def test_throttled_attempts_absorbed_by_retries_are_counted(throttling, fault_se
 def test_attempts_that_are_not_throttling_count_no_throttled_attempt(fault_server, registry,
                                                                      no_backoff):
     """A 500 and a 503 ServiceUnavailable before a 200 leave no throttled-attempt series."""
-    fault_server.script(("status", 500), ("error", 503, "ServiceUnavailable"), ("status", 200))
-    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
-    enable_metrics(client, registry=registry, start_server=False)
-    client.describe_regions()
-    labels = dict(EC2, action="DescribeRegions")
+    labels = retried_describe_regions(fault_server, registry, ("status", 500),
+                                      ("error", 503, "ServiceUnavailable"), ("status", 200))
     assert value(registry, "boto_request_retries_total", **labels) == 2
     assert registry.get_sample_value("boto_throttled_attempts_total", labels) is None
 
