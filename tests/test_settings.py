@@ -59,6 +59,7 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
         "BOTO_PROM_ALLOWED_SERVICES": "s3, ec2",
         "BOTO_PROM_IGNORED_ACTIONS": "HeadObject",
         "BOTO_PROM_RUN": "main",
+        "BOTO_PROM_DETAILED_METRICS": "yes",
     }
     assert sorted(env) == sorted(ENVIRONMENT), "the test sets every variable there is"
     for name, val in env.items():
@@ -67,7 +68,7 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
     assert got.disabled is False
     assert got.server == ServerSettings(addr="127.0.0.2", port=9123,
                                 web_config=str(tmp_path / "env-web.yml"))
-    assert got.max_label_sets == 77
+    assert got.max_label_sets == 77 and got.detailed_metrics is True
     assert got.csv == CsvSettings(os.path.realpath(tmp_path / "env.csv"))
     assert got.push == PushSettings("http://127.0.0.1:9091", "nightly",
                                     (("instance", "web1"), ("shard", "2")), "pusher",
