@@ -12,8 +12,9 @@ and none of them can be left out:
 - ``before-send``: a signed HTTP attempt goes on the wire: its clock starts, and the first one
   puts the call in flight and measures the request body. The one event per attempt before the
   request leaves.
-- ``response-received``: the attempt ended, with a response or an exception; it is observed in
-  the attempt histogram. The one event per attempt after it: a retried attempt has no other.
+- ``response-received``: the attempt ended, with a response or an exception; a throttled
+  answer is counted, and with detailed metrics the attempt is observed in the attempt
+  histogram. The one event per attempt after it: a retried attempt has no other.
 - ``after-call`` / ``after-call-error``: the call ended, with a response (of any status) or an
   exception. Exactly one of the two comes per call; the call is counted and leaves the in-flight
   gauge.
@@ -276,7 +277,8 @@ def _start_attempt(call: _Call, request: Any) -> None:
             call.bound.in_flight.inc()
             call.attempts = 1
             call.request_bytes = _request_bytes(request, call.hook.guard)
-        call.attempt_start = _clock()
+        if call.bound.attempt is not None:  # the attempt histogram: detailed metrics only
+            call.attempt_start = _clock()
     except Exception:
         call.hook.guard.failed("before_send")
 
@@ -297,14 +299,23 @@ def _on_before_send_handed(request: Any = None, **kwargs: Any) -> None:
         _start_attempt(call, request)
 
 
-def _on_response_received(context: Any = None, **kwargs: Any) -> None:
+def _on_response_received(context: Any = None, response_dict: Any = None,
+                          parsed_response: Any = None, **kwargs: Any) -> None:
     call = context.get(_KEY) if type(context) is dict else None
-    if call is not None and call.attempt_start is not None:
-        try:
+    if call is None:
+        return
+    try:
+        if call.attempt_start is not None:
             call.bound.attempt.observe(_clock() - call.attempt_start)
             call.attempt_start = None
-        except Exception:
-            call.hook.guard.failed("attempt")
+        # Each attempt AWS throttled, the ones retries absorbed included: after-call sees
+        # only the last answer.
+        status = response_dict.get("status_code") if type(response_dict) is dict else None
+        if type(status) is int and status >= 400 and (
+                status == THROTTLING_STATUS or _error_code(parsed_response) in THROTTLING_CODES):
+            call.bound.count_throttled_attempt()
+    except Exception:
+        call.hook.guard.failed("attempt")
 
 
 def _on_after_call(http_response: Any = None, parsed: Any = None, context: Any = None,

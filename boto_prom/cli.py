@@ -89,6 +89,9 @@ def _run_parser(commands: "argparse._SubParsersAction") -> None:
                      help="never record these actions [BOTO_PROM_IGNORED_ACTIONS]")
     run.add_argument("--max-label-sets", type=int, metavar="N",
                      help="label sets kept before new ones are folded [BOTO_PROM_MAX_LABEL_SETS]")
+    run.add_argument("--detailed-metrics", action="store_true", default=None,
+                     help="also export the size histograms, per-attempt durations and finer "
+                     "per-action buckets [BOTO_PROM_DETAILED_METRICS]")
     run.add_argument("--push", metavar="URL", help="push the metrics to this Pushgateway when "
                      "the program exits, also by exception or SIGTERM [BOTO_PROM_PUSHGATEWAY]; "
                      "credentials: BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD")
@@ -180,7 +183,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         port=args.port, addr=args.addr, web_config=args.web_config, csv=args.csv,
         allowed_services=args.allowed_services, ignored_actions=args.ignored_actions,
         max_label_sets=args.max_label_sets, push=args.push, job=args.job,
-        grouping_key=args.grouping_key, multiprocess=args.multiprocess))
+        grouping_key=args.grouping_key, multiprocess=args.multiprocess,
+        detailed_metrics=args.detailed_metrics))
 
 
 def _check_run_options(args: argparse.Namespace) -> None:

@@ -187,6 +187,7 @@ def enable_metrics(
     csv_format: Optional[str] = None,
     csv_max_bytes: Optional[int] = None,
     csv_backups: Optional[int] = None,
+    detailed_metrics: Optional[bool] = None,
 ) -> Any:
     """Record every AWS call a connection, client or session makes, and serve ``/metrics``.
 
@@ -211,7 +212,8 @@ def enable_metrics(
         aws_service: the ``aws_service`` label, when the connection's host does not say it
             (a connection or client only).
         aws_region: the ``aws_region`` label, likewise.
-        buckets: duration histogram buckets in seconds (default: 5 ms to 60 s).
+        buckets: per-action duration histogram buckets in seconds (default: 5 ms to 30 s in
+            12 buckets; 5 ms to 60 s in 16 with ``detailed_metrics``).
         web_config: a web configuration file (as Prometheus's ``--web.config.file``) for
             TLS and basic auth on the server (default ``BOTO_PROM_WEB_CONFIG``).
         allowed_services: record only these services (``["s3", "ec2"]``).
@@ -224,6 +226,10 @@ def enable_metrics(
             (the lines boto's ``RequestLogger`` wrote).
         csv_max_bytes: rotate the file before it reaches this size (default 100 MiB; 0 never).
         csv_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (default 5).
+        detailed_metrics: True to also export the full request- and response-size histograms
+            and the per-attempt duration histogram, and finer per-action duration buckets
+            (default ``BOTO_PROM_DETAILED_METRICS``, else False: at most 24 series per label
+            set). Set by the first enable per registry.
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set, the server serves every process's metrics; with
     ``BOTO_PROM_PUSHGATEWAY`` set, the metrics are pushed there when the process exits (see
@@ -248,7 +254,7 @@ def enable_metrics(
         aws_service=aws_service, aws_region=aws_region, buckets=buckets, web_config=web_config,
         allowed_services=allowed_services, ignored_actions=ignored_actions,
         max_label_sets=max_label_sets, csv_path=csv_path, csv_format=csv_format,
-        csv_max_bytes=csv_max_bytes, csv_backups=csv_backups)
+        csv_max_bytes=csv_max_bytes, csv_backups=csv_backups, detailed_metrics=detailed_metrics)
     if settings.disabled:
         log.info("boto-prom: BOTO_PROM_DISABLED is set; metrics are not enabled")
         return None
@@ -285,7 +291,8 @@ def _enable(target: Any, adapter: _Adapter, settings: Settings) -> Any:
             server = serve(settings.server, registry)
             if server is not running:
                 undo.callback(stop_server)
-        metrics = metrics_for(registry, settings.buckets, settings.max_label_sets)
+        metrics = metrics_for(registry, settings.buckets, settings.max_label_sets,
+                              settings.detailed_metrics)
         csv = None
         if settings.csv is not None:
             running_writer = get_csv_writer(settings.csv.path)

@@ -11,19 +11,35 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
+from prometheus_client.registry import Collector
 
 from ._version import __version__
 from .settings import ConfigurationError, in_multiprocess_mode
 
-# AWS API latency, in seconds: OpenTelemetry's HTTP-client advice (5 ms to 10 s), extended to a
-# minute for slow S3 transfers and boto's backoff sleeps.
+# Every series is paid for on every scrape, in every replica, by Prometheus: by default a label
+# set (service, region, action) costs at most 24 series. The per-action duration histogram gets
+# the buckets where AWS calls live, 5 ms to a few seconds, in 1-2.5-5 steps (so a percentile is
+# off by at most one such step), and 30 s for backoff sleeps and slow transfers; the 1 s bucket
+# is the latency alert's threshold. The high resolution lives in a histogram without the action
+# label (SERVICE_DURATION_BUCKETS), whose series do not grow with the number of actions.
 DEFAULT_DURATION_BUCKETS: Tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+# detailed_metrics=True: OpenTelemetry's HTTP-client advice (5 ms to 10 s), extended to a minute
+# for slow S3 transfers and boto's backoff sleeps (the buckets of boto-prom 0.x).
+DETAILED_DURATION_BUCKETS: Tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 )
-# Request and response bodies, in bytes: 64 B to 1 GiB in powers of four.
+# Per (service, region): 1 ms to a minute, no step wider than 2x below 5 s.
+SERVICE_DURATION_BUCKETS: Tuple[float, ...] = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
+    0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+)
+# Request and response bodies, in bytes, with detailed_metrics=True: 64 B to 1 GiB in powers of
+# four. By default sizes are a count and a sum (the mean is what the panels need).
 DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
 
 LABELS = ("aws_service", "aws_region", "action")
@@ -67,9 +83,9 @@ class Bound:
     Get one from :meth:`boto_prom.recorder.Recorder.bind`, which has applied the filters.
     """
 
-    __slots__ = ("labels", "folded", "duration", "request_size", "response_size", "throttled",
-                 "requests", "errors", "retries", "exhausted", "attempt", "in_flight",
-                 "_exemplar_at", "_metrics")
+    __slots__ = ("labels", "folded", "duration", "service_duration", "request_size",
+                 "response_size", "throttled", "throttled_attempts", "requests", "errors",
+                 "retries", "exhausted", "attempt", "in_flight", "_exemplar_at", "_metrics")
 
     def __init__(self, metrics: "PrometheusMetrics", labels: Tuple[str, str, str],
                  folded: bool) -> None:
@@ -78,16 +94,20 @@ class Bound:
         # Each call under a folded label set also counts in boto_prom_label_sets_folded_total.
         self.folded = metrics.folded if folded else None
         self.duration = metrics.duration.labels(*labels)
+        self.service_duration = metrics.service_duration.labels(labels[0], labels[1])
         self.request_size = metrics.request_size.labels(*labels)
         self.response_size = metrics.response_size.labels(*labels)
-        self.throttled = metrics.throttled.labels(*labels)
+        # Bound on first use, like the retries below: a series that stays at zero says nothing.
+        self.throttled: Optional[object] = None
+        self.throttled_attempts: Optional[object] = None
         self.requests: Dict[str, object] = {}
         self.errors: Dict[str, object] = {}
         # Only botocore says how many attempts a call made: bound on its first retry, so boto 2
         # label sets get no always-zero series.
         self.retries: Optional[object] = None
         self.exhausted: Dict[str, object] = {}
-        # botocore's attempt histogram and in-flight gauge: bound by :meth:`follow_attempts`.
+        # botocore's in-flight gauge, and with detailed metrics its attempt histogram: bound by
+        # :meth:`follow_attempts`.
         self.attempt: Optional[object] = None
         self.in_flight: Optional[object] = None
         # Per duration bucket (+Inf last): when it may next take an exemplar.
@@ -97,7 +117,8 @@ class Bound:
         """Bind the per-attempt children too (botocore sees attempts; boto 2 does not)."""
         if self.in_flight is None:
             metrics = self._metrics
-            self.attempt = metrics.attempt_duration.labels(*self.labels)
+            if metrics.attempt_duration is not None:
+                self.attempt = metrics.attempt_duration.labels(*self.labels)
             self.in_flight = metrics.in_flight.labels(self.labels[0], self.labels[1])
         return self
 
@@ -119,12 +140,13 @@ class Bound:
                 self._observe_with_exemplar(duration, request_id)
             else:
                 self.duration.observe(duration)  # type: ignore[attr-defined]
+            self.service_duration.observe(duration)  # type: ignore[attr-defined]
         if request_bytes is not None:
             self.request_size.observe(request_bytes)  # type: ignore[attr-defined]
         if response_bytes is not None:
             self.response_size.observe(response_bytes)  # type: ignore[attr-defined]
         if error_type is not None:
-            self._error(error_type, throttled, exhausted)
+            self._error(error_type, throttled, exhausted, attempts is None)
         if attempts is not None and attempts > 1:
             retries = self.retries
             if retries is None:
@@ -135,7 +157,17 @@ class Bound:
         child = children[value] = family.labels(*self.labels, value)  # type: ignore[attr-defined]
         return child
 
-    def _error(self, error_type: str, throttled: bool, exhausted: bool) -> None:
+    def count_throttled_attempt(self) -> None:
+        """Count one HTTP attempt AWS throttled (the adapter saw its answer: botocore's
+        per-attempt event, or boto 2's hook, which sees one attempt per call)."""
+        counter = self.throttled_attempts
+        if counter is None:
+            counter = self.throttled_attempts = (
+                self._metrics.throttled_attempts.labels(*self.labels))
+        counter.inc()  # type: ignore[attr-defined]
+
+    def _error(self, error_type: str, throttled: bool, exhausted: bool,
+               one_attempt: bool) -> None:
         counter = self.errors.get(error_type)
         if counter is None:
             if len(self.errors) >= MAX_ERROR_TYPES:
@@ -146,7 +178,14 @@ class Bound:
                 counter = self._child(self.errors, self._metrics.errors, error_type)
         counter.inc()  # type: ignore[attr-defined]
         if throttled:
-            self.throttled.inc()  # type: ignore[attr-defined]
+            counter = self.throttled
+            if counter is None:
+                counter = self.throttled = self._metrics.throttled.labels(*self.labels)
+            counter.inc()  # type: ignore[attr-defined]
+            if one_attempt:
+                # An adapter that reports no attempts (boto 2) saw only the attempt it
+                # records; botocore counts each of its attempts as it ends.
+                self.count_throttled_attempt()
         if exhausted:
             counter = self.exhausted.get(error_type)
             if counter is None:
@@ -178,74 +217,105 @@ class Bound:
 class PrometheusMetrics:
     """The metric contract in one registry, and the bound label sets that record into it.
 
-    Build it with :func:`metrics_for`, which returns the one instance a registry has.
+    Build it with :func:`metrics_for`, which returns the one instance a registry has. Its
+    families reach the registry through one collector of ours, which leaves out the
+    ``_created`` samples: a creation time per series says nothing an operator asks about, and
+    prometheus_client's own switch for them (``disable_created_metrics``) would drop them from
+    the program's own metrics too.
+
+    Args:
+        registry: where the metrics are exposed.
+        duration_buckets: the per-action duration buckets (default: DEFAULT_DURATION_BUCKETS,
+            or DETAILED_DURATION_BUCKETS with ``detailed``).
+        size_buckets: the size histograms' buckets, with ``detailed``.
+        max_label_sets: label sets kept before new ones are folded.
+        detailed: also export the full size histograms and the per-attempt durations, and
+            use the finer per-action buckets.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
-        duration_buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
+        duration_buckets: Optional[Sequence[float]] = None,
         size_buckets: Sequence[float] = DEFAULT_SIZE_BUCKETS,
         max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
+        detailed: bool = False,
     ) -> None:
         self.registry = registry
         self.max_label_sets = max_label_sets
+        self.detailed = detailed
+        if duration_buckets is None:
+            duration_buckets = DETAILED_DURATION_BUCKETS if detailed else DEFAULT_DURATION_BUCKETS
         self.duration_buckets = tuple(duration_buckets)
         self.size_buckets = tuple(size_buckets)
         self.requests = Counter(
             "boto_requests", "AWS API requests made through boto, by HTTP status.",
-            LABELS + ("status_code",), registry=registry,
+            LABELS + ("status_code",), registry=None,
         )
         self.duration = Histogram(
             "boto_request_duration_seconds",
             "Duration of AWS API requests made through boto, in seconds.",
-            LABELS, buckets=self.duration_buckets, registry=registry,
+            LABELS, buckets=self.duration_buckets, registry=None,
+        )
+        self.service_duration = Histogram(
+            "boto_service_request_duration_seconds",
+            "Duration of AWS API requests made through boto, per service and region (every "
+            "action together), in finer buckets, in seconds.",
+            LABELS[:2], buckets=SERVICE_DURATION_BUCKETS, registry=None,
         )
         self.errors = Counter(
             "boto_request_errors",
             "AWS API requests that failed (HTTP status >= 400 or no response), by error type.",
-            LABELS + ("error_type",), registry=registry,
+            LABELS + ("error_type",), registry=None,
         )
         self.throttled = Counter(
-            "boto_throttled_requests", "AWS API requests that AWS throttled.",
-            LABELS, registry=registry,
+            "boto_throttled_requests",
+            "AWS API requests whose final answer was AWS throttling them.",
+            LABELS, registry=None,
         )
-        self.request_size = Histogram(
+        self.throttled_attempts = Counter(
+            "boto_throttled_attempts",
+            "HTTP attempts of AWS API requests that AWS throttled, those retries absorbed "
+            "included.",
+            LABELS, registry=None,
+        )
+        self.request_size = _size(
             "boto_request_size_bytes", "Size of AWS API request bodies, in bytes.",
-            LABELS, buckets=self.size_buckets, registry=registry,
-        )
-        self.response_size = Histogram(
+            self.size_buckets if detailed else None)
+        self.response_size = _size(
             "boto_response_size_bytes",
             "Size of AWS API response bodies (Content-Length), in bytes.",
-            LABELS, buckets=self.size_buckets, registry=registry,
-        )
-        # What only botocore reports (boto 2 retries out of its hook's sight): each HTTP attempt,
-        # retries, calls that ran out of attempts, and calls under way.
-        self.attempt_duration = Histogram(
-            "boto_attempt_duration_seconds",
-            "Duration of each HTTP attempt of an AWS API request (botocore only), in seconds.",
-            LABELS, buckets=self.duration_buckets, registry=registry,
-        )
+            self.size_buckets if detailed else None)
+        # What only botocore reports (boto 2 retries out of its hook's sight): each HTTP attempt
+        # (detailed only), retries, calls that ran out of attempts, and calls under way.
+        self.attempt_duration: Optional[Histogram] = None
+        if detailed:
+            self.attempt_duration = Histogram(
+                "boto_attempt_duration_seconds",
+                "Duration of each HTTP attempt of an AWS API request (botocore only), in "
+                "seconds.",
+                LABELS, buckets=self.duration_buckets, registry=None,
+            )
         self.retries = Counter(
             "boto_request_retries",
             "Retried HTTP attempts of AWS API requests (botocore only).",
-            LABELS, registry=registry,
+            LABELS, registry=None,
         )
         self.retries_exhausted = Counter(
             "boto_retries_exhausted",
             "AWS API requests that failed with a retryable error after their last allowed "
             "attempt (botocore only), by error type.",
-            LABELS + ("error_type",), registry=registry,
+            LABELS + ("error_type",), registry=None,
         )
         self.in_flight = Gauge(
             "boto_requests_in_flight",
             "AWS API requests under way: first attempt sent, not yet finished (botocore only).",
-            ("aws_service", "aws_region"), registry=registry, multiprocess_mode="livesum",
+            ("aws_service", "aws_region"), registry=None, multiprocess_mode="livesum",
         )
         self.hook_errors = Counter(
             "boto_prom_hook_errors",
             "Failures inside boto-prom itself, by stage; the AWS call went ahead regardless.",
-            ("stage",), registry=registry,
+            ("stage",), registry=None,
         )
         # Known stages start at zero, so rate() and alerts see a series before any failure.
         for stage in HOOK_STAGES:
@@ -253,9 +323,16 @@ class PrometheusMetrics:
         self.folded = Counter(
             "boto_prom_label_sets_folded",
             f'AWS calls counted under action="{OTHER}" because max_label_sets was reached.',
-            registry=registry,
+            registry=None,
         )
-        self.build_info = _build_info(registry)
+        self.build_info = _build_info()
+        families = [self.requests, self.duration, self.service_duration, self.errors,
+                    self.throttled, self.throttled_attempts, self.request_size,
+                    self.response_size, self.attempt_duration, self.retries,
+                    self.retries_exhausted, self.in_flight, self.hook_errors, self.folded,
+                    self.build_info]
+        # Registered at once, or not at all when a name is taken (ValueError).
+        registry.register(WithoutCreated([f for f in families if f is not None]))
         # Every label set recorded so far, folded ones included: bounded by max_label_sets
         # plus the fold sets.
         self._bound: Dict[Tuple[str, str, str], Bound] = {}
@@ -292,10 +369,46 @@ class PrometheusMetrics:
             return bound
 
 
-def _build_info(registry: CollectorRegistry) -> object:
+def _size(name: str, documentation: str, buckets: Optional[Sequence[float]]) -> object:
+    """A size metric: a histogram with buckets, else a count and a sum (a Summary without
+    quantiles), which every query on ``_sum`` and ``_count`` reads alike."""
+    if buckets is None:
+        return Summary(name, documentation, LABELS, registry=None)
+    return Histogram(name, documentation, LABELS, buckets=buckets, registry=None)
+
+
+class WithoutCreated(Collector):
+    """Exposes metrics as their own ``collect`` gives them, less the ``_created`` samples.
+
+    A collector of ours rather than prometheus_client's ``disable_created_metrics()``, which
+    would change every metric of the process, the program's own included.
+
+    Args:
+        metrics: prometheus_client metrics built with ``registry=None``.
+    """
+
+    def __init__(self, metrics: Sequence[object]) -> None:
+        self._metrics = tuple(metrics)
+
+    def describe(self) -> List[object]:
+        """The families, without samples (what the registry checks names with)."""
+        return [family for metric in self._metrics
+                for family in metric.describe()]  # type: ignore[attr-defined]
+
+    def collect(self) -> Iterable[object]:
+        """Each metric's families, ``_created`` samples left out."""
+        for metric in self._metrics:
+            for family in metric.collect():  # type: ignore[attr-defined]
+                created = family.name + "_created"
+                samples = family.samples
+                family.samples = [s for s in samples if s.name != created]
+                yield family
+
+
+def _build_info() -> object:
     """``boto_prom_build_info{version}`` = 1, as an Info, or as a Gauge in multiprocess mode."""
     if not in_multiprocess_mode():
-        info = Info("boto_prom_build", "boto-prom build information.", registry=registry)
+        info = Info("boto_prom_build", "boto-prom build information.", registry=None)
         info.info({"version": __version__})
         return info
     # Info metrics live in process memory, which the multiprocess collector never reads; a
@@ -303,7 +416,7 @@ def _build_info(registry: CollectorRegistry) -> object:
     # 'livemax' shows one series per version run by live processes (not one per pid, as
     # 'liveall' would). In-flight gauges want 'livesum'.
     gauge = Gauge("boto_prom_build_info", "boto-prom build information.", ("version",),
-                  registry=registry, multiprocess_mode="livemax")
+                  registry=None, multiprocess_mode="livemax")
     gauge.labels(__version__).set(1)
     return gauge
 
@@ -318,6 +431,7 @@ def metrics_for(
     registry: CollectorRegistry,
     duration_buckets: Optional[Sequence[float]] = None,
     max_label_sets: Optional[int] = None,
+    detailed: Optional[bool] = None,
 ) -> PrometheusMetrics:
     """The metrics of one registry, created on first use and shared by every hook after.
 
@@ -330,15 +444,18 @@ def metrics_for(
         max_label_sets: distinct (aws_service, aws_region, action) label sets to keep
             before new ones are counted under ``action="_other"`` (default 2000); set by
             the first caller per registry, like the buckets.
+        detailed: the detailed metrics (full size histograms, per-attempt durations, finer
+            per-action buckets); set by the first caller per registry, like the buckets.
     """
     wanted = None if duration_buckets is None else tuple(duration_buckets)
     with _lock:
         metrics = _by_registry.get(registry)
         if metrics is None:
             try:
-                metrics = PrometheusMetrics(registry, wanted or DEFAULT_DURATION_BUCKETS,
+                metrics = PrometheusMetrics(registry, wanted,
                                             max_label_sets=max_label_sets
-                                            or DEFAULT_MAX_LABEL_SETS)
+                                            or DEFAULT_MAX_LABEL_SETS,
+                                            detailed=bool(detailed))
             except ValueError as exc:
                 raise ConfigurationError(
                     "boto-prom's metric names are already registered in this registry by "
@@ -354,5 +471,10 @@ def metrics_for(
             raise ConfigurationError(
                 f"max_label_sets={max_label_sets} differs from the cap this registry already "
                 f"uses ({metrics.max_label_sets}); pass the same value or none."
+            )
+        elif detailed is not None and detailed != metrics.detailed:
+            raise ConfigurationError(
+                f"detailed_metrics={detailed} differs from what this registry already exports "
+                f"(detailed_metrics={metrics.detailed}); pass the same value or none."
             )
         return metrics

@@ -74,8 +74,8 @@ class _WithCsv:
     no such limit.
     """
 
-    __slots__ = ("bound", "labels", "attempt", "in_flight", "exemplar_due", "_csv", "_guard",
-                 "_head")
+    __slots__ = ("bound", "labels", "attempt", "in_flight", "exemplar_due",
+                 "count_throttled_attempt", "_csv", "_guard", "_head")
 
     def __init__(self, bound: Bound, csv: Any, guard: Guard,
                  head: Tuple[str, str, str, str]) -> None:
@@ -84,6 +84,7 @@ class _WithCsv:
         self.attempt = bound.attempt
         self.in_flight = bound.in_flight
         self.exemplar_due = bound.exemplar_due
+        self.count_throttled_attempt = bound.count_throttled_attempt
         self._csv = csv
         self._guard = guard
         self._head = head

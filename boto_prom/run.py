@@ -214,7 +214,8 @@ def variables(*, port: Optional[int] = None, addr: Optional[str] = None,
               allowed_services: Optional[str] = None, ignored_actions: Optional[str] = None,
               max_label_sets: Optional[int] = None, push: Optional[str] = None,
               job: Optional[str] = None, grouping_key: Optional[str] = None,
-              multiprocess: Optional[str] = None) -> Dict[str, str]:
+              multiprocess: Optional[str] = None,
+              detailed_metrics: Optional[bool] = None) -> Dict[str, str]:
     """The variables ``boto-prom run``'s options stand for (an option left None sets none)."""
     names = {
         "port": "BOTO_PROM_PORT", "addr": "BOTO_PROM_ADDR", "web_config": "BOTO_PROM_WEB_CONFIG",
@@ -223,11 +224,13 @@ def variables(*, port: Optional[int] = None, addr: Optional[str] = None,
         "max_label_sets": "BOTO_PROM_MAX_LABEL_SETS", "push": "BOTO_PROM_PUSHGATEWAY",
         "job": "BOTO_PROM_PUSH_JOB", "grouping_key": "BOTO_PROM_PUSH_GROUPING_KEY",
         "multiprocess": "PROMETHEUS_MULTIPROC_DIR",
+        "detailed_metrics": "BOTO_PROM_DETAILED_METRICS",
     }
     given = dict(port=port, addr=addr, web_config=web_config, csv=csv,
                  allowed_services=allowed_services, ignored_actions=ignored_actions,
                  max_label_sets=max_label_sets, push=push, job=job, grouping_key=grouping_key,
-                 multiprocess=multiprocess)
+                 multiprocess=multiprocess,
+                 detailed_metrics=None if detailed_metrics is None else int(detailed_metrics))
     out = {names[k]: str(v) for k, v in given.items() if v is not None}
     for name in ("BOTO_PROM_WEB_CONFIG", "BOTO_PROM_CSV", "PROMETHEUS_MULTIPROC_DIR"):
         if name in out:  # the program may change directory before reading them

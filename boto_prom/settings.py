@@ -16,6 +16,7 @@ The variables:
 ``BOTO_PROM_ADDR``              the address it binds
 ``BOTO_PROM_WEB_CONFIG``        its web configuration file (TLS, basic auth)
 ``BOTO_PROM_MAX_LABEL_SETS``    label sets kept before new ones are folded
+``BOTO_PROM_DETAILED_METRICS`` 1/true/yes/on: also the size and attempt histograms
 ``BOTO_PROM_ALLOWED_SERVICES``  record only these services, ``s3,ec2``
 ``BOTO_PROM_IGNORED_ACTIONS``   never record these actions, ``HeadObject,GetObject``
 ``BOTO_PROM_CSV``               the CSV file every request is appended to
@@ -156,6 +157,8 @@ class Settings:
         allowed_services: record only these services; None records every one.
         ignored_actions: never record these actions.
         max_label_sets: label sets kept per registry, or None (the registry's, else 2000).
+        detailed_metrics: export the detailed metrics (full size histograms, per-attempt
+            durations, finer per-action buckets), or None (the registry's, else False).
         csv: the CSV file, or None.
         multiprocess_dir: prometheus_client's multiprocess directory, or None.
         push: the push at exit, or None.
@@ -170,6 +173,7 @@ class Settings:
     allowed_services: Optional[FrozenSet[str]] = None
     ignored_actions: FrozenSet[str] = frozenset()
     max_label_sets: Optional[int] = None
+    detailed_metrics: Optional[bool] = None
     csv: Optional[CsvSettings] = None
     multiprocess_dir: Optional[str] = None
     push: Optional[PushSettings] = None
@@ -195,7 +199,7 @@ class Settings:
         if self.ignored_actions and self.ignored_actions != earlier.ignored_actions:
             return "other ignored_actions"
         for name in ("buckets", "allowed_services", "aws_service", "aws_region",
-                     "max_label_sets"):
+                     "max_label_sets", "detailed_metrics"):
             value = getattr(self, name)
             if value is not None and value != getattr(earlier, name):
                 return f"other {name}"
@@ -238,6 +242,7 @@ def resolve(
     csv_format: Optional[str] = None,
     csv_max_bytes: Optional[int] = None,
     csv_backups: Optional[int] = None,
+    detailed_metrics: Optional[bool] = None,
 ) -> Settings:
     """The settings of one :func:`boto_prom.enable_metrics` call (its arguments, see there).
 
@@ -269,6 +274,8 @@ def resolve(
         max_label_sets=_int_setting(max_label_sets, "max_label_sets",
                                     "BOTO_PROM_MAX_LABEL_SETS", 1, None,
                                     "a whole number of 1 or more"),
+        detailed_metrics=_flag_setting(detailed_metrics, "detailed_metrics",
+                                       "BOTO_PROM_DETAILED_METRICS"),
         csv=csv_settings(csv_path, csv_format, csv_max_bytes, csv_backups),
         multiprocess_dir=multiprocess_dir,
         push=_push_from_env(),
@@ -322,6 +329,17 @@ def env_flag(name: str) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
+
+
+def _flag_setting(value: Optional[bool], name: str, env: str) -> Optional[bool]:
+    """value, else the yes/no variable env, else None (unset: whatever applies already)."""
+    if value is None:
+        if not os.environ.get(env, "").strip():
+            return None
+        return env_flag(env)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {value!r}.")
+    return value
 
 
 def _int_setting(value: Optional[int], name: str, env: str, minimum: int,

@@ -42,6 +42,21 @@ def aws():
         yield local
 
 
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's AWS-protocol server on loopback, for boto3 clients (no boto 2 needed)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def fault_server():
     """A stdlib HTTP server on loopback that misbehaves on demand (5xx, resets, slowness)."""

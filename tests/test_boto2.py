@@ -796,6 +796,8 @@ def test_503_burst_exhausting_retries_is_a_throttled_error(fault_server, registr
     assert value(registry, "boto_requests_total", status_code="503", **labels) == 1
     assert value(registry, "boto_request_errors_total", error_type="503", **labels) == 1
     assert value(registry, "boto_throttled_requests_total", **labels) == 1
+    # boto 2's hook sees the last attempt only: one throttled attempt with the request.
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 1
 
 
 def _fault_dynamodb(port, retries):
@@ -862,6 +864,7 @@ def test_429_is_throttling(fault_server, registry, boto_retries):
     labels = dict(EC2, action="DescribeRegions")
     assert value(registry, "boto_throttled_requests_total", **labels) == 1
     assert value(registry, "boto_request_errors_total", error_type="429", **labels) == 1
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 1
 
 
 @pytest.mark.parametrize("fault", ["reset", "refused"])

@@ -22,7 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.stub import Stubber
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 import boto_prom
@@ -79,19 +79,6 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    """moto's AWS-protocol server on loopback, for boto3 clients."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _no_aws_environment(monkeypatch, tmp_path):
     """No real credentials, profiles or instance metadata reach a test."""
@@ -123,8 +110,29 @@ def make_client(service, url, max_attempts=1, session=None, **config):
     )
 
 
+@pytest.fixture
+def registry():
+    """A registry of the test's own with the detailed metrics: most tests here check the
+    per-attempt histogram, which only detailed_metrics=True exports (the default scrape is
+    tested in tests/test_metrics.py, on both paths)."""
+    registry = CollectorRegistry()
+    metrics_for(registry, detailed=True)
+    return registry
+
+
 def fault_url(fault_server):
     return f"http://127.0.0.1:{fault_server.port}"
+
+
+def retried_describe_regions(fault_server, registry, *answers):
+    """One DescribeRegions call, enabled into registry, answered by the three answers given
+    (up to 3 attempts); returns its labels."""
+    fault_server.script(*answers)
+    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
+    enable_metrics(client, registry=registry, start_server=False)
+    client.describe_regions()
+    assert len(fault_server.requests) == 3
+    return dict(EC2, action="DescribeRegions")
 
 
 EC2 = dict(aws_service="ec2", aws_region=REGION)
@@ -333,12 +341,8 @@ def test_two_hundred_concurrent_calls_count_exactly(registry):
 def test_503_twice_then_200_is_one_request_of_three_attempts(fault_server, registry,
                                                               no_backoff):
     """Two 503s and a 200 record 3 attempts, 2 retries, 1 request and one 200."""
-    fault_server.script(("status", 503), ("status", 503), ("status", 200))
-    client = make_client("ec2", fault_url(fault_server), max_attempts=3)
-    enable_metrics(client, registry=registry, start_server=False)
-    client.describe_regions()
-    assert len(fault_server.requests) == 3
-    labels = dict(EC2, action="DescribeRegions")
+    labels = retried_describe_regions(fault_server, registry, ("status", 503), ("status", 503),
+                                      ("status", 200))
     assert value(registry, "boto_attempt_duration_seconds_count", **labels) == 3
     assert value(registry, "boto_request_retries_total", **labels) == 2
     assert value(registry, "boto_request_duration_seconds_count", **labels) == 1
@@ -393,7 +397,31 @@ def test_exhausted_retries_are_counted_with_the_error_code(behaviour, error_type
     assert value(registry, "boto_requests_total", status_code=status, **labels) == 1
     assert value(registry, "boto_request_errors_total", error_type=error_type, **labels) == 1
     assert value(registry, "boto_throttled_requests_total", **labels) == throttled
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 3 * throttled
     assert value(registry, "boto_requests_in_flight", **EC2) == 0
+
+
+@pytest.mark.parametrize("throttling", [("error", 400, "ThrottlingException"), ("status", 429),
+                                        ("error", 503, "SlowDown")])
+def test_throttled_attempts_absorbed_by_retries_are_counted(throttling, fault_server, registry,
+                                                            no_backoff):
+    """Two throttled attempts then a 200 give 2 throttled attempts and 0 throttled requests."""
+    labels = retried_describe_regions(fault_server, registry, throttling, throttling,
+                                      ("status", 200))
+    assert value(registry, "boto_throttled_attempts_total", **labels) == 2
+    assert registry.get_sample_value("boto_throttled_requests_total", labels) is None
+    assert value(registry, "boto_requests_total", status_code="200", **labels) == 1
+    assert value(registry, "boto_request_retries_total", **labels) == 2
+    assert hook_errors(registry) == {}
+
+
+def test_attempts_that_are_not_throttling_count_no_throttled_attempt(fault_server, registry,
+                                                                     no_backoff):
+    """A 500 and a 503 ServiceUnavailable before a 200 leave no throttled-attempt series."""
+    labels = retried_describe_regions(fault_server, registry, ("status", 500),
+                                      ("error", 503, "ServiceUnavailable"), ("status", 200))
+    assert value(registry, "boto_request_retries_total", **labels) == 2
+    assert registry.get_sample_value("boto_throttled_attempts_total", labels) is None
 
 
 def test_failure_not_retried_for_lack_of_retry_quota_is_not_exhausted(fault_server, registry,
@@ -800,6 +828,7 @@ def test_a_client_or_session_enabled_on_its_own_keeps_its_hook(default_session, 
     from prometheus_client import CollectorRegistry
 
     elsewhere = CollectorRegistry()
+    metrics_for(elsewhere, detailed=True)
     own = _ec2(moto_url)
     mine = enable_metrics(own, registry=elsewhere, start_server=False)
     session = boto3.session.Session()
@@ -1244,10 +1273,11 @@ def test_filters_skip_calls_entirely(moto_url, registry):
     assert in_flight == {"ec2"}
 
 
-def test_attempts_fold_with_the_label_set_cap(moto_url, registry):
+def test_attempts_fold_with_the_label_set_cap(moto_url):
     """Past max_label_sets, the attempt histogram counts under action="_other" like the rest."""
-    client = make_client("ec2", moto_url)
-    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client, registry = make_client("ec2", moto_url), CollectorRegistry()
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1,
+                   detailed_metrics=True)
     client.describe_instances()
     client.describe_volumes()
     attempts = {dict(s.labels)["action"]: s.value for f in registry.collect()
@@ -1309,10 +1339,11 @@ def test_a_client_per_call_keeps_one_cache_entry(moto_url, registry):
                  status_code="200", **EC2) == 5
 
 
-def test_folded_calls_are_counted_per_call(moto_url, registry):
+def test_folded_calls_are_counted_per_call(moto_url):
     """boto_prom_label_sets_folded_total counts every call folded, on the botocore path too."""
-    client = make_client("ec2", moto_url)
-    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1)
+    client, registry = make_client("ec2", moto_url), CollectorRegistry()
+    enable_metrics(client, registry=registry, start_server=False, max_label_sets=1,
+                   detailed_metrics=True)
     client.describe_regions()
     for _ in range(3):
         client.describe_volumes()

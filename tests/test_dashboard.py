@@ -15,12 +15,14 @@ from tests import promql
 from tests.conftest import require_binary
 
 PANEL_TYPES = {"timeseries", "heatmap", "table", "stat"}
-# Series that exist only once something happens (a hook failure, a CSV sink, a boto3 client):
+# Series that exist only once something happens (a hook failure, a CSV sink, a boto3 client,
+# a throttled call):
 # queries on them need a fallback so their panels show 0 rather than "No data".
 OPTIONAL_METRICS = (
     "boto_prom_hook_errors_total", "boto_prom_csv_rows_dropped_total",
     "boto_prom_csv_rows_written_total", "boto_attempt_duration_seconds",
     "boto_request_retries_total", "boto_retries_exhausted_total", "boto_requests_in_flight",
+    "boto_throttled_attempts_total", "boto_throttled_requests_total",
 )
 
 
@@ -211,7 +213,7 @@ REQUIRED_PANELS: Dict[str, Callable[[Dict[str, Any]], bool]] = {
     in _exprs(p) and p["fieldConfig"]["defaults"]["unit"] == "reqps",
     "error ratio": lambda p: "boto_request_errors_total" in _exprs(p) and "/" in _exprs(p)
     and p["fieldConfig"]["defaults"]["unit"] == "percentunit",
-    "throttled rate": lambda p: "rate(boto_throttled_requests_total" in _exprs(p),
+    "throttled rate": lambda p: "rate(boto_throttled_attempts_total" in _exprs(p),
     "p50/p90/p99 by action": lambda p: all(
         f"histogram_quantile({q}, sum by (le, aws_service, action) "
         "(rate(boto_request_duration_seconds_bucket" in _exprs(p) for q in ("0.5", "0.9", "0.99")),

@@ -163,6 +163,10 @@ def _variable_values(prom: Prometheus, variable: Dict[str, Any], values: Dict[st
     return prom.api(f"label/{label}/values", params)
 
 
+# Actions only the demo's workload makes (one a boto3 call), each frequent enough to show early.
+WORKLOAD_ACTIONS = ("DescribeInstances", "GetObject", "PutItem", "ListUsers", "SendMessage")
+
+
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory) -> Observed:
     """Run the demo and Prometheus, ask every dashboard and rule question, stop both."""
@@ -218,6 +222,16 @@ def observed(tmp_path_factory) -> Observed:
         ok, last = _poll(deadline, target_up, alive)
         assert ok, (f"Prometheus did not report the demo target up within {DEADLINE:.0f} s; "
                     f"last /api/v1/targets: {last!r}\nprometheus log:\n{prom.log_tail()}")
+
+        # The demo's set-up calls (a bucket, a table, a user...) come first, and every panel
+        # has data from them alone: wait until its workload, boto 2 and boto3, is scraped too.
+        def workload_scraped() -> Tuple[bool, Any]:
+            result = prom.query(f'count by (action) (rate(boto_requests_total{{action=~'
+                                f'"{"|".join(WORKLOAD_ACTIONS)}"}}[1m]))')
+            return len(result) == len(WORKLOAD_ACTIONS), result
+
+        ok, last = _poll(deadline, workload_scraped, alive)
+        assert ok, f"the demo's workload was not scraped within {DEADLINE:.0f} s: {last!r}"
 
         dashboard = gd.load()
         values = {**gd.all_values(dashboard), **GRAFANA_GLOBALS}

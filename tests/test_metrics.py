@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import pytest
+from prometheus_client import generate_latest
 
 import boto_prom
 from boto_prom import ConfigurationError
@@ -67,6 +68,8 @@ def test_a_bound_records_every_metric_exactly(registry):
     assert get("boto_response_size_bytes_sum", LABELS) == 2000
     assert get("boto_request_errors_total", dict(LABELS, error_type="SlowDown")) == 1
     assert get("boto_throttled_requests_total", LABELS) == 1
+    # A call reporting its attempts (botocore) had each one counted as it ended, by the adapter.
+    assert get("boto_throttled_attempts_total", LABELS) is None
     assert get("boto_request_retries_total", LABELS) == 2
     assert get("boto_retries_exhausted_total", dict(LABELS, error_type="SlowDown")) == 1
     assert get("boto_prom_label_sets_folded_total") == 0
@@ -84,8 +87,18 @@ def test_a_call_without_measurements_counts_only_its_status(registry):
     assert get("boto_request_duration_seconds_count", LABELS) == 0
     assert get("boto_request_size_bytes_count", LABELS) == 0
     assert get("boto_response_size_bytes_count", LABELS) == 0
-    assert get("boto_throttled_requests_total", LABELS) == 0
+    assert get("boto_throttled_requests_total", LABELS) is None, "no always-zero series"
+    assert get("boto_throttled_attempts_total", LABELS) is None, "no always-zero series"
     assert get("boto_request_retries_total", LABELS) is None, "no always-zero retry series"
+
+
+def test_a_throttled_call_without_attempts_counts_one_throttled_attempt(registry):
+    """A throttled call whose adapter reports no attempts (boto 2) is one throttled attempt."""
+    bound = metrics_for(registry).bound(S3)
+    bound.record("429", 0.1, None, None, "429", True, None)
+    bound.count_throttled_attempt()
+    assert registry.get_sample_value("boto_throttled_requests_total", LABELS) == 1
+    assert registry.get_sample_value("boto_throttled_attempts_total", LABELS) == 2
 
 
 def test_one_bound_per_label_set(registry):
@@ -96,8 +109,9 @@ def test_one_bound_per_label_set(registry):
 
 
 def test_follow_attempts_binds_the_attempt_children(registry):
-    """A bound that follows attempts holds the attempt histogram and in-flight gauge children."""
-    bound = metrics_for(registry).bound(S3)
+    """A bound that follows attempts holds the attempt histogram (detailed metrics) and the
+    in-flight gauge children."""
+    bound = metrics_for(registry, detailed=True).bound(S3)
     assert bound.attempt is None and bound.in_flight is None
     assert bound.follow_attempts() is bound
     bound.attempt.observe(0.2)
@@ -163,7 +177,8 @@ def test_ten_thousand_actions_keep_the_scrape_bounded(aws, registry):
     series = series_by_family(body)
     assert len(series["boto_requests_total"]) == cap + 1
     assert len(series["boto_request_duration_seconds_count"]) == cap + 1
-    assert len(series["boto_request_duration_seconds_bucket"]) == (cap + 1) * 17
+    assert len(series["boto_request_duration_seconds_bucket"]) == (
+        cap + 1) * (len(boto_prom.DEFAULT_DURATION_BUCKETS) + 1)
     assert len(series["boto_response_size_bytes_count"]) == cap + 1
     assert len(series["boto_request_size_bytes_count"]) == cap + 1
     get = registry.get_sample_value
@@ -244,3 +259,133 @@ def test_error_types_per_label_set_are_bounded(registry):
     assert len(errors) == MAX_ERROR_TYPES + 1
     assert errors["_other"] == 25
     assert sum(errors.values()) == MAX_ERROR_TYPES + 25
+
+
+# --- what a scrape costs per label set (issue 11) ---------------------------------------------
+
+MAX_SERIES_PER_LABEL_SET = 24
+MAX_BYTES_PER_LABEL_SET = 3000
+# Every histogram of boto-prom 0.x, which detailed_metrics=True gives back.
+DETAILED_HISTOGRAMS = {"boto_request_duration_seconds", "boto_request_size_bytes",
+                       "boto_response_size_bytes", "boto_attempt_duration_seconds"}
+
+
+def scrape_cost(registry, action):
+    """(lines, bytes) of the text-format scrape that carry action="<action>"."""
+    body = generate_latest(registry).decode()
+    lines = [line for line in body.splitlines() if f'action="{action}"' in line]
+    return len(lines), sum(len(line) + 1 for line in lines)
+
+
+def family_types(registry):
+    """{family name: type} of the families that have samples."""
+    return {f.name: f.type for f in registry.collect() if f.samples}
+
+
+def _boto2_calls(aws, registry, detailed):
+    conn = aws.ec2()
+    boto_prom.enable_metrics(conn, registry=registry, start_server=False,
+                             detailed_metrics=detailed)
+    for _ in range(3):
+        conn.get_all_regions()
+    return "DescribeRegions"
+
+
+def _botocore_calls(moto_url, registry, detailed):
+    import boto3
+
+    client = boto3.session.Session().client(
+        "ec2", endpoint_url=moto_url, region_name="us-west-2", aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret")
+    boto_prom.enable_metrics(client, registry=registry, start_server=False,
+                             detailed_metrics=detailed)
+    for _ in range(3):
+        client.describe_regions()
+    return "DescribeRegions"
+
+
+def _calls(path, request):
+    if path == "boto2":
+        if not HAS_BOTO2:
+            pytest.skip("boto 2 needs Python 3.11 or older")
+        return lambda registry, detailed: _boto2_calls(request.getfixturevalue("aws"),
+                                                       registry, detailed)
+    return lambda registry, detailed: _botocore_calls(request.getfixturevalue("moto_url"),
+                                                      registry, detailed)
+
+
+@pytest.mark.parametrize("path", ["boto2", "botocore"])
+def test_a_label_set_costs_at_most_24_series_and_3000_bytes_by_default(path, request, registry):
+    """Successful calls of one label set, against moto, leave at most 24 scrape lines carrying
+    its action, 3,000 bytes in all, none of them _created, throttle or retry series."""
+    action = _calls(path, request)(registry, None)
+    lines, size = scrape_cost(registry, action)
+    assert lines <= MAX_SERIES_PER_LABEL_SET, lines
+    assert size <= MAX_BYTES_PER_LABEL_SET, size
+    body = generate_latest(registry).decode()
+    assert "_created" not in body
+    for absent in ("boto_throttled_requests_total{", "boto_throttled_attempts_total{",
+                   "boto_request_retries_total{", "boto_request_errors_total{",
+                   "boto_attempt_duration_seconds"):
+        assert absent not in body, absent
+    types = family_types(registry)
+    assert types["boto_request_size_bytes"] == types["boto_response_size_bytes"] == "summary"
+    assert types["boto_request_duration_seconds"] == "histogram"
+    assert types["boto_service_request_duration_seconds"] == "histogram"
+    labels = dict(aws_service="ec2", aws_region="us-west-2", action=action)
+    get = registry.get_sample_value
+    assert get("boto_requests_total", dict(labels, status_code="200")) == 3
+    assert get("boto_request_size_bytes_count", labels) == 3
+    assert get("boto_response_size_bytes_sum", labels) > 0
+    assert get("boto_service_request_duration_seconds_count",
+               dict(aws_service="ec2", aws_region="us-west-2")) == 3
+
+
+@pytest.mark.parametrize("path", ["boto2", "botocore"])
+def test_detailed_metrics_give_back_every_histogram(path, request, registry):
+    """detailed_metrics=True exports the size histograms with their buckets, the finer duration
+    buckets and, on botocore, the per-attempt histogram: every histogram of boto-prom 0.x."""
+    action = _calls(path, request)(registry, True)
+    types = family_types(registry)
+    wanted = DETAILED_HISTOGRAMS - ({"boto_attempt_duration_seconds"} if path == "boto2"
+                                    else set())
+    assert {name for name in wanted if types.get(name) == "histogram"} == wanted
+    labels = dict(aws_service="ec2", aws_region="us-west-2", action=action)
+    get = registry.get_sample_value
+    assert get("boto_request_size_bytes_bucket", dict(labels, le="+Inf")) == 3
+    assert get("boto_request_duration_seconds_bucket", dict(labels, le="0.075")) is not None
+    if path == "botocore":
+        assert get("boto_attempt_duration_seconds_count", labels) == 3
+    assert "_created" not in generate_latest(registry).decode()
+
+
+def test_the_programs_own_metrics_keep_their_created_samples(registry):
+    """Leaving out our _created samples does not touch a metric of the program's own."""
+    from prometheus_client import Counter
+
+    metrics_for(registry).bound(S3).record("200", 0.01, 1, 1, None, False, None)
+    Counter("app_jobs", "The program's own counter.", registry=registry).inc()
+    assert registry.get_sample_value("app_jobs_created") is not None
+    assert registry.get_sample_value("boto_requests_created",
+                                     dict(LABELS, status_code="200")) is None
+
+
+def test_detailed_metrics_are_set_once_per_registry(registry):
+    """A registry built without detailed metrics refuses a later detailed_metrics=True."""
+    assert metrics_for(registry).detailed is False
+    assert metrics_for(registry, detailed=False) is metrics_for(registry)
+    with pytest.raises(ConfigurationError, match="detailed_metrics=True differs"):
+        metrics_for(registry, detailed=True)
+    assert metrics_for(registry).duration_buckets == boto_prom.DEFAULT_DURATION_BUCKETS
+    assert metrics_for(type(registry)(), detailed=True).duration_buckets == (
+        boto_prom.metrics.DETAILED_DURATION_BUCKETS)
+
+
+def test_names_taken_by_something_else_register_nothing(registry):
+    """A registry where one of our names is taken gets none of our metrics, and one sentence."""
+    from prometheus_client import Counter
+
+    Counter("boto_request_retries", "someone else's", registry=registry)
+    with pytest.raises(ConfigurationError, match="already registered"):
+        metrics_for(registry)
+    assert {f.name for f in registry.collect()} == {"boto_request_retries"}

@@ -58,12 +58,19 @@ def test_without_filters_every_call_binds(registry):
 
 
 def test_only_a_botocore_bound_follows_attempts(registry):
-    """A botocore bound holds the attempt and in-flight children; a boto 2 one has none."""
-    recorder = Recorder(metrics_for(registry))
+    """A botocore bound holds the attempt (detailed metrics) and in-flight children; a boto 2
+    one has none."""
+    recorder = Recorder(metrics_for(registry, detailed=True))
     boto2 = recorder.bind("boto2", *EC2)
     assert boto2.attempt is None and boto2.in_flight is None
     botocore = recorder.bind("botocore", "s3", "us-west-2", "GetObject")
     assert botocore.attempt is not None and botocore.in_flight is not None
+
+
+def test_by_default_a_botocore_bound_has_no_attempt_histogram(registry):
+    """With the default metrics a botocore bound follows calls in flight, not attempt times."""
+    bound = Recorder(metrics_for(registry)).bind("botocore", "s3", "us-west-2", "GetObject")
+    assert bound.attempt is None and bound.in_flight is not None
 
 
 def test_the_bound_records_into_the_recorders_registry(registry):

@@ -239,6 +239,14 @@ def test_options_and_variables_are_the_same(moto_url, program):
             assert stopped(proc)[0] == 0
 
 
+def test_detailed_metrics_option_stands_for_its_variable():
+    """boto-prom run --detailed-metrics sets BOTO_PROM_DETAILED_METRICS=1; without it, nothing."""
+    from boto_prom.run import variables
+
+    assert variables(detailed_metrics=True) == {"BOTO_PROM_DETAILED_METRICS": "1"}
+    assert variables(detailed_metrics=None) == {}
+
+
 # --- run: batch jobs push at exit -------------------------------------------------------------
 
 @pytest.mark.parametrize("ending, status", [("exit", 0), ("raise", 1), ("sigterm", -15)])

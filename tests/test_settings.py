@@ -23,7 +23,7 @@ ENVIRONMENT = ("BOTO_PROM_DISABLED", "BOTO_PROM_PORT", "BOTO_PROM_ADDR", "BOTO_P
                "BOTO_PROM_MAX_LABEL_SETS", "BOTO_PROM_CSV", "BOTO_PROM_PUSHGATEWAY",
                "BOTO_PROM_PUSH_JOB", "BOTO_PROM_PUSH_GROUPING_KEY", "BOTO_PROM_PUSH_USERNAME",
                "BOTO_PROM_PUSH_PASSWORD", "BOTO_PROM_PUSH_TIMEOUT", "BOTO_PROM_ALLOWED_SERVICES",
-               "BOTO_PROM_IGNORED_ACTIONS", "BOTO_PROM_RUN")
+               "BOTO_PROM_IGNORED_ACTIONS", "BOTO_PROM_RUN", "BOTO_PROM_DETAILED_METRICS")
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +59,7 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
         "BOTO_PROM_ALLOWED_SERVICES": "s3, ec2",
         "BOTO_PROM_IGNORED_ACTIONS": "HeadObject",
         "BOTO_PROM_RUN": "main",
+        "BOTO_PROM_DETAILED_METRICS": "yes",
     }
     assert sorted(env) == sorted(ENVIRONMENT), "the test sets every variable there is"
     for name, val in env.items():
@@ -67,7 +68,7 @@ def test_resolve_reads_every_variable(monkeypatch, tmp_path):
     assert got.disabled is False
     assert got.server == ServerSettings(addr="127.0.0.2", port=9123,
                                 web_config=str(tmp_path / "env-web.yml"))
-    assert got.max_label_sets == 77
+    assert got.max_label_sets == 77 and got.detailed_metrics is True
     assert got.csv == CsvSettings(os.path.realpath(tmp_path / "env.csv"))
     assert got.push == PushSettings("http://127.0.0.1:9091", "nightly",
                                     (("instance", "web1"), ("shard", "2")), "pusher",
@@ -142,6 +143,7 @@ def test_multiprocess_directory_is_read_from_the_environment(tmp_path):
     ("BOTO_PROM_MAX_LABEL_SETS", "0", "BOTO_PROM_MAX_LABEL_SETS must be a whole number"),
     ("BOTO_PROM_ALLOWED_SERVICES", "s3,no such", "BOTO_PROM_ALLOWED_SERVICES must be names"),
     ("BOTO_PROM_IGNORED_ACTIONS", ",", "BOTO_PROM_IGNORED_ACTIONS must be names"),
+    ("BOTO_PROM_DETAILED_METRICS", "lots", "BOTO_PROM_DETAILED_METRICS must be one of"),
 ])
 def test_bad_variable_is_named_in_one_sentence(monkeypatch, name, raw, match):
     """A bad variable's error names the variable, not the argument it stands for."""
@@ -290,6 +292,38 @@ def test_cap_from_environment_and_conflicting_caps(aws, registry, monkeypatch):
     with pytest.raises(ConfigurationError, match="differs from the cap"):
         boto_prom.enable_metrics(aws.ec2(), registry=registry, start_server=False,
                                  max_label_sets=6)
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("on", True), ("0", False), ("", None)])
+def test_detailed_metrics_from_the_environment(monkeypatch, raw, expected):
+    """BOTO_PROM_DETAILED_METRICS is a yes/no variable; unset, the setting is left open."""
+    monkeypatch.setenv("BOTO_PROM_DETAILED_METRICS", raw)
+    assert settings.resolve().detailed_metrics is expected
+    assert settings.resolve(detailed_metrics=not expected).detailed_metrics is (not expected)
+
+
+def test_detailed_metrics_argument_must_be_a_bool():
+    """detailed_metrics="yes" is refused in one sentence."""
+    with pytest.raises(ConfigurationError, match="detailed_metrics must be True or False"):
+        settings.resolve(detailed_metrics="yes")
+
+
+def test_detailed_metrics_conflict_with_the_registrys(registry, moto_url):
+    """A registry's detailed_metrics is set by its first enable; asking another is an error."""
+    import boto3
+
+    def client():
+        return boto3.session.Session().client(
+            "ec2", endpoint_url=moto_url, region_name="us-west-2",
+            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+
+    hook = boto_prom.enable_metrics(client(), registry=registry, start_server=False,
+                                    detailed_metrics=True)
+    assert hook.recorder.metrics.detailed is True
+    boto_prom.enable_metrics(client(), registry=registry, start_server=False)
+    with pytest.raises(ConfigurationError, match="detailed_metrics=False differs"):
+        boto_prom.enable_metrics(client(), registry=registry, start_server=False,
+                                 detailed_metrics=False)
 
 
 # --- pushing (moved from test_push.py: the checks live here now) ------------------------------
