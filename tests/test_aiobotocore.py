@@ -154,7 +154,8 @@ def test_200_concurrent_calls_on_one_client(moto, registry):
 
     async def run():
         async with _client(moto.url) as client:
-            enable_metrics(client, registry=registry, start_server=False, buckets=BUCKETS)
+            enable_metrics(client, registry=registry, start_server=False, buckets=BUCKETS,
+                           detailed_metrics=True)
             calls = ([timed(client.get_object(Bucket=BUCKET, Key="slow/0"), True)
                       for _ in range(40)]
                      + [timed(client.get_object(Bucket=BUCKET, Key="fast/0"), False)
@@ -210,7 +211,8 @@ def test_calls_interleaved_between_request_and_send_keep_their_own_state(moto, r
 
     async def run():
         async with _client(moto.url) as client:
-            enable_metrics(client, registry=registry, start_server=False)
+            enable_metrics(client, registry=registry, start_server=False,
+                           detailed_metrics=True)
             client.meta.events.register_first("before-send.s3", yields)
             await asyncio.gather(*(client.head_object(Bucket=BUCKET, Key="fast/0")
                                    for _ in range(50)))
