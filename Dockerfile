@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml setup.cfg setup.py README.md ./
+COPY pyproject.toml setup.cfg setup.py README.md LICENSE ./
 COPY boto_prom ./boto_prom
 RUN pip install ".[demo]"
 
