@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from asyncio import selector_events, sslproto
 import concurrent.futures
 import errno
 import gc
@@ -45,6 +44,7 @@ import ssl
 import sys
 import threading
 import urllib.parse
+from asyncio import selector_events, sslproto
 from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import h11
@@ -215,10 +215,10 @@ _malloc_trim_or_nothing = _malloc_trim()
 def _give_back_memory() -> None:
     """Give the memory a crowd of connections held back to the system, once it has gone.
 
-    Connections that fail (a handshake past its deadline, a client gone mid-answer) leave
-    reference cycles through asyncio's futures and their tracebacks, each holding its
-    connection's OpenSSL state until a full garbage collection; and glibc keeps what a
-    thread's heap grew to, free but not given back, unless asked. Measured after a thousand
+    Connections that end in an error (a client gone mid-answer, a reset) leave reference
+    cycles through asyncio's streams and the exceptions' tracebacks, each holding its
+    connection (and its OpenSSL state) until a full garbage collection; and glibc keeps what
+    a thread's heap grew to, free but not given back, unless asked. Measured after a thousand
     TLS clients left: tens of megabytes in both. Called only when most of a crowd has gone,
     never per request.
     """
@@ -277,11 +277,10 @@ class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """asyncio's loop, with a small read buffer per TLS connection.
 
     asyncio gives each TLS connection a 256 KiB read buffer (3.11 and later allocate it up
-    front, older versions on every read): 250 MB for 1,000 idle clients, and even a buffer
-    freed at once leaves the heap in holes that the next connections' small allocations pin
-    down. Ours reads 4 KiB at a time: a scrape's request is a few hundred bytes, and anything
-    longer simply takes more reads. This is asyncio's own method with our protocol class in it
-    (``max_size`` is a class attribute there, in every version since 3.8).
+    front, older versions on every read): 250 MB for 1,000 idle clients. Ours reads 4 KiB at
+    a time: a scrape's request is a few hundred bytes, and anything longer simply takes more
+    reads. This is asyncio's own method (the same since 3.8) with our protocol class in it,
+    since ``max_size`` is a class attribute there.
     """
 
     def _make_ssl_transport(self, rawsock: socket.socket, protocol: asyncio.Protocol,
@@ -335,6 +334,9 @@ class MetricsServer:
         max_connections: connections held at once; past it, the one that has waited longest
             for its request is closed to make room (never one being answered).
         max_auth_waiting: requests waiting for a bcrypt check; more get a 503 at once.
+        max_handshakes: TLS handshakes under way at once (each holds tens of kilobytes of
+            OpenSSL's until it ends); later connections wait their turn, newest first, and
+            are closed at their handshake deadline all the same.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
@@ -445,7 +447,7 @@ class MetricsServer:
             self._pending.append((sock, self._loop.time() + self.handshake_timeout))
             self._next_handshakes()
 
-    def _next_handshakes(self, _: Any = None) -> None:
+    def _next_handshakes(self) -> None:
         now = self._loop.time()
         while self._pending and self._pending[0][1] <= now:
             self._pending.popleft()[0].close()
