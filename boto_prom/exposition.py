@@ -279,8 +279,9 @@ class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     asyncio gives each TLS connection a 256 KiB read buffer (3.11 and later allocate it up
     front, older versions on every read): 250 MB for 1,000 idle clients. Ours reads 4 KiB at
     a time: a scrape's request is a few hundred bytes, and anything longer simply takes more
-    reads. This is asyncio's own method (the same since 3.8) with our protocol class in it,
-    since ``max_size`` is a class attribute there.
+    reads. This is asyncio's own method (the same since 3.8, less 3.12's check that a socket
+    has no transport yet: ours are freshly accepted) with our protocol class in it, since
+    ``max_size`` is a class attribute there.
     """
 
     def _make_ssl_transport(self, rawsock: socket.socket, protocol: asyncio.Protocol,

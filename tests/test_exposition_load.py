@@ -196,11 +196,11 @@ def test_memory_grows_by_at_most_64_mb_under_load(run):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "not met yet (issue 12): measured +19 MB at peak and +12.5 MB left after plain, +55 MB "
-    "at peak and +17 MB left after with TLS (+11 and +14 MB in other runs): after a full "
-    "collection and glibc's malloc_trim, what stays is CPython's small-object allocator, "
-    "which keeps each 1 MiB arena while any object in it lives (about 10 arenas after "
-    "1,250 connections of about 8 KB of Python objects each)"))
+    "not met yet (issue 12): measured alone on a 2-core machine, plain +20 MB at peak and "
+    "+12.6 MB left after, TLS and basic auth +52 to +55 MB at peak and +17 to +18 MB left "
+    "after; what stays after a full collection and glibc's malloc_trim is mostly CPython's "
+    "small-object allocator, which keeps each 1 MiB arena while any object in it lives "
+    "(about 10 arenas after 1,250 connections of about 8 KB of Python objects each)"))
 def test_memory_is_bounded_and_returns_when_the_clients_leave(run):
     """The server grows by at most 64 MB under the load and returns to within 10 MB of where
     it started once the clients are gone."""
