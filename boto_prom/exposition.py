@@ -32,8 +32,10 @@ and in the application, ``boto_prom.enable_metrics(conn, start_server=False)``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import errno
+import gc
 import io
 import logging
 import queue
@@ -42,7 +44,8 @@ import ssl
 import sys
 import threading
 import urllib.parse
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from asyncio import selector_events, sslproto
+from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 import h11
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
@@ -192,6 +195,38 @@ class _DaemonPool:
             self._jobs.put(None)
 
 
+def _malloc_trim() -> Callable[[], Any]:
+    """glibc's ``malloc_trim(0)``, or nothing where there is no glibc."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            trim = ctypes.CDLL(None).malloc_trim  # musl and others: no such function
+        except (OSError, AttributeError):
+            pass
+        else:
+            trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+            return lambda: trim(0)
+    return lambda: None
+
+
+_malloc_trim_or_nothing = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Give the memory a crowd of connections held back to the system, once it has gone.
+
+    Connections that end in an error (a client gone mid-answer, a reset) leave reference
+    cycles through asyncio's streams and the exceptions' tracebacks, each holding its
+    connection (and its OpenSSL state) until a full garbage collection; and glibc keeps what
+    a thread's heap grew to, free but not given back, unless asked. Measured after a thousand
+    TLS clients left: tens of megabytes in both. Called only when most of a crowd has gone,
+    never per request.
+    """
+    gc.collect()
+    _malloc_trim_or_nothing()
+
+
 class _Answer(NamedTuple):
     status: str
     headers: List[Tuple[str, str]]
@@ -232,27 +267,34 @@ def _call_app(app: WSGIApp, environ: dict) -> _Answer:
         return _text("500 Internal Server Error", "internal server error\n")
 
 
+_TLS_READ_BYTES = 4096
+
+
+class _SSLProtocol(sslproto.SSLProtocol):  # type: ignore[misc,valid-type]
+    max_size = _TLS_READ_BYTES
+
+
 class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """asyncio's loop, with a small read buffer per TLS connection.
 
-    From Python 3.11 asyncio gives each TLS connection a 256 KiB read buffer up front: 250 MB
-    for 1,000 idle clients. Ours reads 4 KiB at a time: a scrape's request is a few hundred
-    bytes, and anything longer simply takes more reads. The attributes are asyncio's private
-    ones, so they are looked for, not assumed: where they are not (3.8 to 3.10, which have no
-    such buffer), nothing changes.
+    asyncio gives each TLS connection a 256 KiB read buffer (3.11 and later allocate it up
+    front, older versions on every read): 250 MB for 1,000 idle clients. Ours reads 4 KiB at
+    a time: a scrape's request is a few hundred bytes, and anything longer simply takes more
+    reads. This is asyncio's own method (the same since 3.8, less 3.12's check that a socket
+    has no transport yet: ours are freshly accepted) with our protocol class in it, since
+    ``max_size`` is a class attribute there.
     """
 
-    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
-        transport = super()._make_ssl_transport(*args, **kwargs)  # type: ignore[misc]
-        protocol = getattr(transport, "_ssl_protocol", None)
-        if isinstance(getattr(protocol, "_ssl_buffer", None), bytearray):
-            protocol.max_size = _TLS_READ_BYTES  # type: ignore[union-attr]
-            protocol._ssl_buffer = bytearray(_TLS_READ_BYTES)  # type: ignore[union-attr]
-            protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)  # type: ignore
-        return transport
-
-
-_TLS_READ_BYTES = 4096
+    def _make_ssl_transport(self, rawsock: socket.socket, protocol: asyncio.Protocol,
+                            sslcontext: ssl.SSLContext, waiter: Any = None, *,
+                            server_side: bool = False, server_hostname: Optional[str] = None,
+                            extra: Optional[dict] = None, server: Any = None,
+                            **timeouts: Any) -> asyncio.Transport:
+        ssl_protocol = _SSLProtocol(self, protocol, sslcontext, waiter, server_side,
+                                    server_hostname, **timeouts)
+        selector_events._SelectorSocketTransport(  # type: ignore[attr-defined]
+            self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
 
 class MetricsServer:
@@ -294,6 +336,9 @@ class MetricsServer:
         max_connections: connections held at once; past it, the one that has waited longest
             for its request is closed to make room (never one being answered).
         max_auth_waiting: requests waiting for a bcrypt check; more get a 503 at once.
+        max_handshakes: TLS handshakes under way at once (each holds tens of kilobytes of
+            OpenSSL's until it ends); later connections wait their turn, newest first, and
+            are closed at their handshake deadline all the same.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
@@ -307,6 +352,7 @@ class MetricsServer:
     max_request_bytes = 64 * 1024
     max_connections = 10_000
     max_auth_waiting = 64
+    max_handshakes = 256
     app_threads = 2
     auth_threads = 1  # bcrypt is CPU-heavy by design: one check at a time, as Go does
     # Room for a burst of connections: a SYN dropped by a full backlog costs a client a second.
@@ -329,6 +375,9 @@ class MetricsServer:
         self._connections: Set[asyncio.StreamWriter] = set()
         self._auth_waiting = 0
         self._accept_failed_at = 0.0
+        self._pending: Deque[Tuple[socket.socket, float]] = collections.deque()  # accepted
+        self._handshakes = 0  # under way
+        self._crowd = 0  # the most connections held since memory was last given back
         self._closed = False
         self._app_pool = _DaemonPool("boto-prom-app", self.app_threads)
         self._auth_pool = _DaemonPool("boto-prom-auth", self.auth_threads)
@@ -367,19 +416,87 @@ class MetricsServer:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
-        tls = {} if self.ssl_context is None else {
-            "ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
-        self._server = self._loop.run_until_complete(asyncio.start_server(
-            self._connection, sock=self._sock, backlog=self.backlog,
-            limit=self.max_request_bytes, **tls))
+        self._accepting = self._loop.create_task(self._accept())
+        self._loop.call_soon(self._tidy)
         ready.set()
         try:
             self._loop.run_forever()
         finally:
             self._loop.close()
 
+    async def _accept(self) -> None:
+        """Accept every connection at once, and shake hands with at most max_handshakes.
+
+        A TLS handshake in progress holds tens of kilobytes of OpenSSL's buffers (an
+        established connection a third of that): a thousand clients connecting at once would
+        hold them all together. Accepted sockets wait for their turn instead, newest first,
+        so a scraper that just connected is not queued behind a flood, and each is closed
+        when its handshake deadline (from the connection) passes before its turn.
+        """
+        while True:
+            try:
+                sock, _ = await self._loop.sock_accept(self._sock)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: warn once, then at debug, and retry every second
+                    # rather than spin.
+                    level = logging.DEBUG if self._accept_failed_at else logging.WARNING
+                    self._accept_failed_at = self._loop.time()
+                    _log.log(level, "boto-prom: the metrics server cannot accept a "
+                             "connection (%s); retrying every second", exc)
+                    await asyncio.sleep(1)
+                continue
+            self._pending.append((sock, self._loop.time() + self.handshake_timeout))
+            self._next_handshakes()
+
+    def _next_handshakes(self) -> None:
+        now = self._loop.time()
+        while self._pending and self._pending[0][1] <= now:
+            self._pending.popleft()[0].close()
+        while self._pending and self._handshakes < self.max_handshakes:
+            sock, deadline = self._pending.pop()
+            self._handshakes += 1
+            task = self._loop.create_task(self._open(sock, deadline - now))
+            task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, _: Any) -> None:
+        self._handshakes -= 1
+        self._next_handshakes()
+
+    def _held(self) -> int:
+        return len(self._connections) + self._handshakes + len(self._pending)
+
+    def _tidy(self) -> None:
+        """Every few seconds: once most of a crowd of connections has gone, give the memory
+        it held back to the system (a crowd: a few hundred, far more than scrapers)."""
+        held = self._held()
+        if self._crowd >= 256 and held * 4 <= self._crowd:
+            _give_back_memory()
+            self._crowd = held
+        self._loop.call_later(5, self._tidy)
+
+    async def _open(self, sock: socket.socket, handshake_timeout: float) -> None:
+        """sock as a stream (after its TLS handshake, when there is TLS) for _connection."""
+        reader = asyncio.StreamReader(limit=self.max_request_bytes, loop=self._loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._connection, loop=self._loop)
+        tls = {} if self.ssl_context is None else {
+            "ssl": self.ssl_context, "ssl_handshake_timeout": handshake_timeout}
+        try:
+            await self._loop.connect_accepted_socket(lambda: protocol, sock, **tls)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port,
+            # no client certificate) is routine: never a traceback on stderr.
+            _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
+            # asyncio's waiter holds this exception, and its traceback the frames that hold
+            # the waiter: without the frames, the failed connection (and OpenSSL's memory)
+            # is freed now rather than at some later full garbage collection.
+            exc.__traceback__ = None
+            sock.close()
+
     async def _stop(self) -> None:
-        self._server.close()
+        self._accepting.cancel()
+        for sock, _ in self._pending:
+            sock.close()
         for writer in list(self._connections):
             writer.transport.abort()
         # Finish every connection's task, so none is destroyed pending (asyncio would print).
@@ -389,26 +506,15 @@ class MetricsServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE,
-                                                      errno.ENOBUFS, errno.ENOMEM):
-            # asyncio stops accepting for a second, then retries; but it reports the failure
-            # once per connection waiting in the backlog: warn once, then at most once a
-            # second at debug.
-            now = self._loop.time()
-            if now - self._accept_failed_at >= 1:
-                level = logging.DEBUG if self._accept_failed_at else logging.WARNING
-                self._accept_failed_at = now
-                _log.log(level, "boto-prom: the metrics server cannot accept a connection "
-                         "(%s); retrying every second", exc)
-            return
-        # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port, no
-        # client certificate) is routine: never a traceback on stderr.
-        _log.debug("boto-prom: metrics server: %s", context.get("message"), exc_info=exc)
+        # asyncio reports what it cannot hand to anyone (an SSL error on a closing
+        # connection): routine for a server on the network, so never a traceback on stderr.
+        _log.debug("boto-prom: metrics server: %s", context.get("message"),
+                   exc_info=context.get("exception"))
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
+        self._crowd = max(self._crowd, self._held())
         if len(self._connections) > self.max_connections and self._waiting:
             oldest = next(iter(self._waiting))
             del self._waiting[oldest]

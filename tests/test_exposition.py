@@ -189,6 +189,70 @@ def test_past_the_connection_cap_the_longest_waiting_client_makes_room(registry,
             sock.close()
 
 
+def test_tls_handshakes_past_the_cap_wait_their_turn_newest_first(registry, monkeypatch,
+                                                                  tmp_path):
+    """With both handshake slots held by stalled TLS clients, later connections wait their
+    turn; each stalled one is closed at its handshake deadline, and the newest waiting (a
+    real client) is answered as soon as a slot frees."""
+    import ssl
+
+    from tests.load_clients import PARTIAL_HELLO
+    from tests.pki import make_pki
+
+    monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
+    monkeypatch.setattr(MetricsServer, "handshake_timeout", 1.5)
+    pki = make_pki(str(tmp_path))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server_cert"], pki["server_key"])
+    server = MetricsServer("127.0.0.1", 0, registry, ssl_context=context)
+    stalled = []
+    try:
+        for _ in range(3):  # two take the slots, the third waits
+            stalled.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            stalled[-1].sendall(PARTIAL_HELLO)
+            time.sleep(0.1)
+        started = time.monotonic()
+        request = urllib.request.Request(server.url)
+        with urllib.request.urlopen(request, timeout=5, context=ssl.create_default_context(
+                cafile=pki["ca"])) as response:
+            assert response.status == 200
+        assert 1 < time.monotonic() - started < 3, "served when the first slot freed"
+        for sock in stalled:
+            assert _closed_by_server(sock), "closed at its handshake deadline"
+    finally:
+        server.shutdown()
+        for sock in stalled:
+            sock.close()
+
+
+def test_memory_is_given_back_once_a_crowd_has_gone(registry, monkeypatch):
+    """After a crowd of connections (here 300) has come and gone, the server collects the
+    garbage and gives freed memory back, once; while they stay, it does not."""
+    from boto_prom import exposition
+
+    calls = []
+    monkeypatch.setattr(exposition, "_give_back_memory", lambda: calls.append(1))
+    server = MetricsServer("127.0.0.1", 0, registry)
+    crowd = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+             for _ in range(300)]
+    try:
+        deadline = time.monotonic() + 10
+        while len(server._connections) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(5.5)  # a tidy-up has passed
+        assert calls == []
+        for sock in crowd:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert calls == [1]
+    finally:
+        server.shutdown()
+        for sock in crowd:
+            sock.close()
+
+
 def _cut_off_after(sock, chunk, interval, limit=5.0):
     """Seconds until the server closes sock while chunk is sent every interval seconds."""
     sock.settimeout(interval)

@@ -4,7 +4,10 @@ loops from another process, and through it all a plain HTTP client scraping once
 30 s and the real Prometheus scraping with a 2 s timeout. Every scrape must be answered in
 under 2 s, and the server's memory must stay bounded and come back when the clients leave.
 
-Slow by nature (about 45 s per case, run once for both tests); loopback only, bounded in count and time.
+Slow by nature: one run per case (plain, and TLS with basic auth) serves every test here; a
+case takes about a minute (up to 60 s for the clients to connect, 30 s of scrapes, up to 15 s
+for the memory to come back), nearly three minutes for both on a busy 2-core machine.
+Loopback only, bounded in count and time.
 """
 
 from __future__ import annotations
@@ -187,10 +190,17 @@ def test_every_scrape_is_answered_in_time_under_load(run):
         assert run.summary.get("wrong_password_401", 0) > 0
 
 
+def test_memory_grows_by_at_most_64_mb_under_load(run):
+    """The server's RSS, read once a second while the load lasts, grows by at most 64 MB."""
+    assert run.peak - run.before <= MAX_GROWTH_MB, (run.before, run.peak)
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "not met yet (issue 12): measured +21 MB at peak and +21 MB left after plain, +88 MB at "
-    "peak and left after with TLS: OpenSSL and asyncio keep about 65 KB per TLS connection, "
-    "and CPython's and glibc's allocators keep what the process grew to"))
+    "not met yet (issue 12): measured alone on a 2-core machine, plain +20 MB at peak and "
+    "+12.6 MB left after, TLS and basic auth +52 to +55 MB at peak and +17 to +18 MB left "
+    "after; what stays after a full collection and glibc's malloc_trim is mostly CPython's "
+    "small-object allocator, which keeps each 1 MiB arena while any object in it lives "
+    "(about 10 arenas after 1,250 connections of about 8 KB of Python objects each)"))
 def test_memory_is_bounded_and_returns_when_the_clients_leave(run):
     """The server grows by at most 64 MB under the load and returns to within 10 MB of where
     it started once the clients are gone."""
