@@ -338,7 +338,9 @@ class MetricsServer:
         max_auth_waiting: requests waiting for a bcrypt check; more get a 503 at once.
         max_handshakes: TLS handshakes under way at once (each holds tens of kilobytes of
             OpenSSL's until it ends); later connections wait their turn, newest first, and
-            are closed at their handshake deadline all the same.
+            are closed at their handshake deadline all the same. By default as many as
+            max_connections: a lower cap bounds OpenSSL's memory, but clients that connect and
+            send nothing can then fill it and make a scraper wait up to handshake_timeout.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
@@ -352,7 +354,7 @@ class MetricsServer:
     max_request_bytes = 64 * 1024
     max_connections = 10_000
     max_auth_waiting = 64
-    max_handshakes = 256
+    max_handshakes = max_connections
     app_threads = 2
     auth_threads = 1  # bcrypt is CPU-heavy by design: one check at a time, as Go does
     # Room for a burst of connections: a SYN dropped by a full backlog costs a client a second.
