@@ -496,10 +496,34 @@ def _watch(callback: Any, hook: BotoRequestHook, request: Any, gets_response: bo
     return watched
 
 
+def _state_for(conn: Any) -> Any:
+    """A ``__getstate__`` for conn's instance dictionary: ``copy.copy(conn)`` copies that
+    dictionary, and our ``_mexe`` in a copy would send the copy's requests through conn (and
+    find nothing once conn is gone). A copy gets conn's state without it: its hook still
+    counts, errors raised past the hook are not (as for a hook set by hand)."""
+    ref = weakref.ref(conn)
+
+    def __getstate__() -> Any:
+        state = dict(vars(ref()))
+        del state["__getstate__"]
+        mexe = state.pop("_mexe", None)
+        if mexe is not None and _ours(mexe):
+            mexe = mexe.boto_prom_shadowed
+        if mexe is not None:
+            state["_mexe"] = mexe
+        return state
+
+    __getstate__.boto_prom_state = True  # type: ignore[attr-defined]
+    return __getstate__
+
+
 def _watch_raised(conn: Any) -> None:
-    """Give conn our ``_mexe``, once."""
+    """Give conn our ``_mexe``, once, and the ``__getstate__`` that keeps it out of copies
+    (unless conn has a ``__getstate__`` of its own to respect)."""
     if not _ours(vars(conn).get("_mexe")):
         conn._mexe = _mexe_for(conn)
+        if "__getstate__" not in vars(conn):
+            conn.__getstate__ = _state_for(conn)
 
 
 def _unwatch_raised(conn: Any) -> None:
@@ -511,6 +535,8 @@ def _unwatch_raised(conn: Any) -> None:
             del conn._mexe
         else:
             conn._mexe = mexe.boto_prom_shadowed
+        if getattr(vars(conn).get("__getstate__"), "boto_prom_state", False):
+            del conn.__getstate__
 
 
 # --- global mode: every connection made from now on -----------------------------------------

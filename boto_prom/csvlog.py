@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, Counter
 
+from .metrics import WithoutCreated
 from .record import RequestRecord
 from .settings import (CSV_FORMATS, DEFAULT_CSV_BACKUPS, DEFAULT_CSV_MAX_BYTES, ConfigurationError,
                        CsvSettings, csv_real_path)
@@ -67,20 +68,25 @@ _BOTO_RETRIED_STATUSES = frozenset({"500", "502", "503", "504", "none"})
 # --- self-metrics, one set per registry --------------------------------------------------------
 
 class CsvMetrics:
-    """The CSV self-metrics of one registry, shared by every writer its hooks feed."""
+    """The CSV self-metrics of one registry, shared by every writer its hooks feed.
+
+    They reach the registry through the request metrics' collector, so, like those, they
+    export no ``_created`` samples.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.written = Counter(
             "boto_prom_csv_rows_written", "Rows the CSV writer appended to its file.",
-            registry=registry,
+            registry=None,
         )
         dropped = Counter(
             "boto_prom_csv_rows_dropped",
             "Rows the CSV writer dropped, by reason: queue_full (the writer was behind and the "
             "queue was full), write_error (the file could not be written) or closed (the row "
             "came after the writer was closed).",
-            ("reason",), registry=registry,
+            ("reason",), registry=None,
         )
+        registry.register(WithoutCreated([self.written, dropped]))
         self.queue_full = dropped.labels("queue_full")
         self.write_error = dropped.labels("write_error")
         self.closed = dropped.labels("closed")

@@ -338,9 +338,10 @@ class MetricsServer:
         max_auth_waiting: requests waiting for a bcrypt check; more get a 503 at once.
         max_handshakes: TLS handshakes under way at once (each holds tens of kilobytes of
             OpenSSL's until it ends); later connections wait their turn, newest first, and
-            are closed at their handshake deadline all the same. By default as many as
-            max_connections: a lower cap bounds OpenSSL's memory, but clients that connect and
-            send nothing can then fill it and make a scraper wait up to handshake_timeout.
+            are closed at their handshake deadline all the same.
+        handshake_turn: seconds a handshake keeps its place while others wait for one;
+            past it the oldest is closed to make room, so clients that connect and never
+            finish cannot hold the places and keep a scraper waiting.
 
     Raises:
         ConfigurationError: the port is in use, or the address cannot be bound.
@@ -354,7 +355,8 @@ class MetricsServer:
     max_request_bytes = 64 * 1024
     max_connections = 10_000
     max_auth_waiting = 64
-    max_handshakes = max_connections
+    max_handshakes = 256
+    handshake_turn = 1.0
     app_threads = 2
     auth_threads = 1  # bcrypt is CPU-heavy by design: one check at a time, as Go does
     # Room for a burst of connections: a SYN dropped by a full backlog costs a client a second.
@@ -378,7 +380,9 @@ class MetricsServer:
         self._auth_waiting = 0
         self._accept_failed_at = 0.0
         self._pending: Deque[Tuple[socket.socket, float]] = collections.deque()  # accepted
-        self._handshakes = 0  # under way
+        # Handshakes under way, oldest first, with the loop time each started.
+        self._handshaking: Dict["asyncio.Task[None]", float] = {}
+        self._turns: Optional[asyncio.TimerHandle] = None  # the next look at the oldest
         self._crowd = 0  # the most connections held since memory was last given back
         self._closed = False
         self._app_pool = _DaemonPool("boto-prom-app", self.app_threads)
@@ -433,7 +437,10 @@ class MetricsServer:
         established connection a third of that): a thousand clients connecting at once would
         hold them all together. Accepted sockets wait for their turn instead, newest first,
         so a scraper that just connected is not queued behind a flood, and each is closed
-        when its handshake deadline (from the connection) passes before its turn.
+        when its handshake deadline (from the connection) passes before its turn. A
+        handshake that has had its turn (handshake_turn) while others wait is closed to make
+        room: an honest one takes milliseconds, so the places cannot be held by clients that
+        never finish.
         """
         while True:
             try:
@@ -451,22 +458,36 @@ class MetricsServer:
             self._pending.append((sock, self._loop.time() + self.handshake_timeout))
             self._next_handshakes()
 
+    def _turn_over(self) -> None:
+        self._turns = None
+        self._next_handshakes()
+
     def _next_handshakes(self) -> None:
         now = self._loop.time()
         while self._pending and self._pending[0][1] <= now:
             self._pending.popleft()[0].close()
-        while self._pending and self._handshakes < self.max_handshakes:
+        handshaking = self._handshaking
+        while self._pending and len(handshaking) >= self.max_handshakes:
+            oldest, started = next(iter(handshaking.items()))
+            if now - started < self.handshake_turn:
+                if self._turns is None:
+                    self._turns = self._loop.call_at(started + self.handshake_turn,
+                                                     self._turn_over)
+                break
+            del handshaking[oldest]
+            oldest.cancel()  # _open closes its socket
+        while self._pending and len(handshaking) < self.max_handshakes:
             sock, deadline = self._pending.pop()
-            self._handshakes += 1
             task = self._loop.create_task(self._open(sock, deadline - now))
+            handshaking[task] = now
             task.add_done_callback(self._handshake_done)
 
-    def _handshake_done(self, _: Any) -> None:
-        self._handshakes -= 1
-        self._next_handshakes()
+    def _handshake_done(self, task: "asyncio.Task[None]") -> None:
+        if self._handshaking.pop(task, None) is not None or self._pending:
+            self._next_handshakes()
 
     def _held(self) -> int:
-        return len(self._connections) + self._handshakes + len(self._pending)
+        return len(self._connections) + len(self._handshaking) + len(self._pending)
 
     def _tidy(self) -> None:
         """Every few seconds: once most of a crowd of connections has gone, give the memory
@@ -494,11 +515,15 @@ class MetricsServer:
             # is freed now rather than at some later full garbage collection.
             exc.__traceback__ = None
             sock.close()
+        except asyncio.CancelledError:
+            sock.close()  # its turn is over (or the server stops)
+            raise
 
     async def _stop(self) -> None:
         self._accepting.cancel()
         for sock, _ in self._pending:
             sock.close()
+        self._pending.clear()
         for writer in list(self._connections):
             writer.transport.abort()
         # Finish every connection's task, so none is destroyed pending (asyncio would print).

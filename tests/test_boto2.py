@@ -414,11 +414,33 @@ def test_enable_and_disable_put_the_connections_mexe_back_exactly(aws, registry)
     with pytest.raises(JSONResponseError):
         conn.describe_table("raised-undo-missing")
     assert disable_metrics(conn) is True
-    assert "_mexe" not in vars(conn)
+    assert "_mexe" not in vars(conn) and "__getstate__" not in vars(conn)
     assert conn._mexe.__func__ is type(conn)._mexe
     with pytest.raises(JSONResponseError):
         conn.describe_table("raised-undo-missing")
     assert value(registry, "boto_requests_total", status_code="400", action="DescribeTable",
+                 **DYNAMODB) == 1
+
+
+def test_a_copy_of_an_enabled_connection_calls_on_its_own_after_the_original_is_gone(
+        aws, registry):
+    """copy.copy of an enabled connection gets its state without our _mexe, so once the
+    original is gone the copy's calls still go ahead, and its hook still counts them."""
+    import copy
+    import gc
+
+    from boto.exception import JSONResponseError
+
+    conn = aws.dynamodb()
+    enable_metrics(conn, registry=registry, start_server=False)
+    twin = copy.copy(conn)
+    assert "_mexe" not in vars(twin) and "__getstate__" not in vars(twin)
+    del conn
+    gc.collect()
+    twin.list_tables()
+    with pytest.raises(JSONResponseError):
+        twin.describe_table("raised-copy-missing")
+    assert value(registry, "boto_requests_total", status_code="200", action="ListTables",
                  **DYNAMODB) == 1
 
 

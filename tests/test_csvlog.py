@@ -183,6 +183,24 @@ def test_csv_self_metrics_are_served_with_the_hooks_metrics(aws, registry, tmp_p
     assert 'boto_prom_csv_rows_dropped_total{reason="queue_full"} 0.0' in text
 
 
+def test_csv_self_metrics_have_no_created_samples(registry, tmp_path):
+    """The CSV counters, like every other boto-prom metric, export no _created samples, and a
+    second lookup in the same registry registers nothing twice."""
+    from prometheus_client import generate_latest
+
+    metrics = csv_metrics_for(registry)
+    assert csv_metrics_for(registry) is metrics
+    sink = CsvSink(writer_for(tmp_path / "created.csv"), metrics)
+    sink.record(_record(1))
+    sink.writer.flush(timeout=10)
+    metrics.closed.inc()
+    assert value(registry, "boto_prom_csv_rows_written_total") == 1
+    assert value(registry, "boto_prom_csv_rows_dropped_total", reason="closed") == 1
+    text = generate_latest(registry).decode()
+    assert "boto_prom_csv_rows_written_total" in text
+    assert "_created" not in text
+
+
 def test_existing_file_is_appended_to_never_truncated(aws, registry, tmp_path):
     """A second run appends below the first run's rows, without a second header."""
     path = tmp_path / "runs.csv"

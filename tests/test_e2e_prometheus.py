@@ -1,11 +1,13 @@
 """End to end: the real Prometheus, configured by the repository's own prometheus.yml and
-alerts.yml, scrapes the real demo workload, and every dashboard query returns data.
+every rule file it names, scrapes the real demo workload; every dashboard query returns data,
+every recording rule records samples and the alerts that read them have their input.
 
 One module-scoped fixture does the live part, bounded by DEADLINE: it runs the demo in a
 thread, starts Prometheus on loopback, waits (polling, never sleeping a fixed time) for the
 target to be up, then evaluates every panel query and variable query the way Grafana would
-send them, reads the loaded rules, and stops both. The tests then judge what it saw. (It
-cannot stay up across tests: conftest stops the process's metrics server after each test.)
+send them, reads the loaded rules and the series they record, and stops both. The tests then
+judge what it saw. (It cannot stay up across tests: conftest stops the process's metrics
+server after each test.)
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests import grafana_dashboard as gd
+from tests import promql
 from tests.conftest import HAS_BOTO2, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
-ALERTS = ROOT / "prometheus" / "alerts.yml"
 JOB = "boto-prom"
 
 DEADLINE = 60.0  # seconds for the whole live part, from starting the demo to the last query
@@ -121,18 +123,60 @@ def _poll(deadline: float, probe: Callable[[], Tuple[bool, Any]],
         time.sleep(POLL)
 
 
+def _answer(prom: "Prometheus", expr: str,
+            done: Callable[[List[Dict[str, Any]]], bool]) -> Callable[[], Tuple[bool, Any]]:
+    """A probe for _poll: expr's result, and whether done() says it is what is waited for."""
+    def probe() -> Tuple[bool, Any]:
+        result = prom.query(expr)
+        return done(result), result
+    return probe
+
+
 def _has_a_number(result: List[Dict[str, Any]]) -> bool:
     """True when an instant query's result has a series whose value is a number, not NaN (what
     histogram_quantile or a ratio gives for a window without calls)."""
     return any(sample["value"][1] != "NaN" for sample in result)
 
 
+def _has_a_positive_number(result: List[Dict[str, Any]]) -> bool:
+    """True when some series of an instant query's result is above 0: calls were made in the
+    window, not only before it (a rate of 0, a ratio or quantile of NaN)."""
+    return any(sample["value"][1] != "NaN" and float(sample["value"][1]) > 0
+               for sample in result)
+
+
+def _rule_files() -> List[Path]:
+    """The rule files prometheus.yml names (rule_files), where Prometheus would find them."""
+    names = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+    paths = [path for name in names for path in sorted(PROMETHEUS_CONFIG.parent.glob(name))]
+    assert len(paths) >= len(names), f"prometheus.yml names missing rule files: {names}"
+    return paths
+
+
+def _rules(kind: str) -> List[Dict[str, Any]]:
+    """Every rule of kind "record" or "alert" in the rule files prometheus.yml names."""
+    return [rule for path in _rule_files() for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if kind in rule]
+
+
+# Recording rules the demo cannot feed, each with the one input it lacks: the per-attempt
+# duration histogram is a detailed metric (detailed_metrics=True), and the demo runs with the
+# defaults, as a user's first run does. promtool's unit tests (opentelemetry_rules_test.yml)
+# check what these record; here they must load and evaluate without error, and the test checks
+# that their input really is absent, so that the day the demo exports it they must record too.
+NOT_FED_BY_THE_DEMO = {
+    "http_client_request_duration_seconds_bucket": "boto_attempt_duration_seconds_bucket",
+    "http_client_request_duration_seconds_sum": "boto_attempt_duration_seconds_sum",
+    "http_client_request_duration_seconds_count": "boto_attempt_duration_seconds_count",
+}
+
+
 def _test_config(tmp: Path, demo_port: int) -> Path:
-    """The repository's prometheus.yml, pointed at the demo on loopback, scraping every
-    second, with the repository's alerts.yml as its rule file."""
+    """The repository's prometheus.yml, pointed at the demo on loopback, scraping and
+    evaluating every second, with every rule file it names."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval=SCRAPE_INTERVAL, evaluation_interval=SCRAPE_INTERVAL)
-    config["rule_files"] = [str(ALERTS)]
+    config["rule_files"] = [str(path) for path in _rule_files()]
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{demo_port}"]}]
     config["scrape_configs"] = [job]
@@ -150,6 +194,10 @@ class Observed:
         self.variables: Dict[str, Any] = {}  # variable -> values with "All" everywhere
         self.iam_actions: Any = None  # action values with aws_service narrowed to iam
         self.rules: Any = None  # the rules Prometheus loaded, once all were evaluated
+        self.recorded: Dict[str, Any] = {}  # recording rule -> its series
+        self.not_fed: Dict[str, Any] = {}  # NOT_FED_BY_THE_DEMO rule -> (its input's, its own)
+        self.reads: Dict[str, Dict[str, bool]] = {}  # alert -> recording rule -> had series
+        self.rules_missing: Any = None  # what BotoPromRecordingRulesMissing's expression gave
 
 
 def _variable_values(prom: Prometheus, variable: Dict[str, Any], values: Dict[str, str],
@@ -260,11 +308,34 @@ def observed(tmp_path_factory) -> Observed:
             prom, action, {**values, "aws_service": "iam"}, start_time)), alive)[1]
 
         def rules_evaluated() -> Tuple[bool, Any]:
-            rules = [rule for group in prom.api("rules", [("type", "alert")])["groups"]
-                     for rule in group["rules"]]
+            rules = [rule for group in prom.api("rules")["groups"] for rule in group["rules"]]
             return bool(rules) and all(r["health"] == "ok" for r in rules), rules
 
         seen.rules = _poll(deadline, rules_evaluated, alive)[1]
+
+        # Each recording rule's own series, from the rules' first evaluations on: a [5m] rate
+        # needs two samples in its window, not five minutes of them, so with one scrape and
+        # one evaluation a second every rule the demo feeds records within seconds.
+        for rule in _rules("record"):
+            name = rule["record"]
+            if name not in NOT_FED_BY_THE_DEMO:
+                seen.recorded[name] = _poll(deadline, _answer(
+                    prom, f'{name}{{job="{JOB}"}}', _has_a_positive_number), alive)[1]
+        # Asked once, after the others had their time: waiting would not bring their input.
+        for name, series in NOT_FED_BY_THE_DEMO.items():
+            seen.not_fed[name] = (prom.query(f'{series}{{job="{JOB}"}}'),
+                                  prom.query(f'{name}{{job="{JOB}"}}'))
+
+        # The alerts that read recording rules: each rule one reads has series for the job,
+        # and the alert that says they are not loaded has nothing to say.
+        recorded = {rule["record"] for rule in _rules("record")}
+        for alert in _rules("alert"):
+            for name in {sel.metric for sel in promql.parse(alert["expr"]).selectors} & recorded:
+                seen.reads.setdefault(alert["alert"], {})[name] = _poll(
+                    deadline, _answer(prom, f'{name}{{job="{JOB}"}}', bool), alive)[0]
+        (missing,) = [a["expr"] for a in _rules("alert")
+                      if a["alert"] == "BotoPromRecordingRulesMissing"]
+        seen.rules_missing = _poll(deadline, _answer(prom, missing, lambda r: not r), alive)[1]
     finally:
         stop.set()
         thread.join(timeout=15)
@@ -311,15 +382,58 @@ def test_action_variable_follows_the_service_variable(observed):
     assert set(observed.iam_actions) <= {"CreateUser", "GetUser", "ListUsers"}
 
 
-def test_alert_rules_are_loaded_and_evaluate(observed):
-    """Prometheus loaded every alert in alerts.yml and evaluates each without error."""
-    expected = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"]
-                for rule in group["rules"] if "alert" in rule}
+def test_every_rule_file_of_the_configuration_is_loaded(observed):
+    """Prometheus loaded every rule of every file prometheus.yml names: the recording rules,
+    the alerts and the OpenTelemetry-named series."""
+    assert [path.name for path in _rule_files()] == [
+        "recording_rules.yml", "alerts.yml", "opentelemetry_rules.yml"]
     assert isinstance(observed.rules, list), observed.rules
-    assert {rule["name"] for rule in observed.rules} == expected
+    assert sorted(r["name"] for r in observed.rules if r["type"] == "recording") == sorted(
+        rule["record"] for rule in _rules("record"))
+
+
+def test_alert_rules_are_loaded_and_evaluate(observed):
+    """Prometheus loaded every alert of the rule files and evaluates each, and every recording
+    rule, without error."""
+    expected = {rule["alert"] for rule in _rules("alert")}
+    assert isinstance(observed.rules, list), observed.rules
+    assert {rule["name"] for rule in observed.rules if rule["type"] == "alerting"} == expected
     assert [(r["name"], r.get("lastError")) for r in observed.rules if r["health"] != "ok"] == []
 
 
+def test_every_recording_rule_records_samples(observed):
+    """On the demo's scraped traffic, every recording rule records a series above 0 (a p50 or
+    p99 too, from its [5m] rates' first two samples) for the demo's job, the
+    level:metric:operations ones without instance; NOT_FED_BY_THE_DEMO's rules aside."""
+    fed = {rule["record"] for rule in _rules("record")} - set(NOT_FED_BY_THE_DEMO)
+    assert set(observed.recorded) == fed
+    empty = {name: result for name, result in observed.recorded.items()
+             if not isinstance(result, list) or not _has_a_positive_number(result)}
+    assert empty == {}, f"no sample above 0 within {DEADLINE:.0f} s"
+    for name, result in observed.recorded.items():
+        assert {s["metric"].get("job") for s in result} == {JOB}, name
+        if ":" in name:
+            assert not any("instance" in s["metric"] for s in result), name
+
+
+def test_rules_the_demo_cannot_feed_lack_only_their_input(observed):
+    """The recording rules the demo cannot feed record nothing because their input, the
+    per-attempt histogram (a detailed metric), is absent: once it is not, they must record."""
+    assert set(observed.not_fed) == set(NOT_FED_BY_THE_DEMO)
+    for name, (input_, output) in observed.not_fed.items():
+        assert input_ == [], f"the demo exports {NOT_FED_BY_THE_DEMO[name]} now: drop {name} " \
+                             "from NOT_FED_BY_THE_DEMO"
+        assert output == [], name
+
+
+def test_alerts_that_read_recording_rules_have_their_input(observed):
+    """The alerts that read recording rules are the expected three, every rule each reads has
+    series for the demo's job, and BotoPromRecordingRulesMissing's expression is empty."""
+    assert set(observed.reads) == {"BotoHighErrorRatio", "BotoHighLatencyP99",
+                                   "BotoPromRecordingRulesMissing"}
+    assert {alert: sorted(name for name, had in reads.items() if not had)
+            for alert, reads in observed.reads.items()} == {alert: [] for alert in observed.reads}
+    assert observed.rules_missing == []
 def test_boto3_traffic_shows_on_the_same_panels(observed):
     """The demo's boto3 SQS calls appear on the request-rate and latency panels beside the
     boto 2 series, with no boto3-specific query."""

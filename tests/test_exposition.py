@@ -201,6 +201,7 @@ def test_tls_handshakes_past_the_cap_wait_their_turn_newest_first(registry, monk
 
     monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
     monkeypatch.setattr(MetricsServer, "handshake_timeout", 1.5)
+    monkeypatch.setattr(MetricsServer, "handshake_turn", 5.0)  # the deadline comes first
     pki = make_pki(str(tmp_path))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki["server_cert"], pki["server_key"])
@@ -219,6 +220,41 @@ def test_tls_handshakes_past_the_cap_wait_their_turn_newest_first(registry, monk
         assert 1 < time.monotonic() - started < 3, "served when the first slot freed"
         for sock in stalled:
             assert _closed_by_server(sock), "closed at its handshake deadline"
+    finally:
+        server.shutdown()
+        for sock in stalled:
+            sock.close()
+
+
+def test_stalled_tls_handshakes_give_their_places_to_a_waiting_client(registry, monkeypatch,
+                                                                    tmp_path):
+    """Stalled TLS clients holding every handshake place lose them once they have had their
+    turn (handshake_turn) while a client waits, long before their deadline: they cannot keep
+    a scraper waiting."""
+    import ssl
+
+    from tests.load_clients import PARTIAL_HELLO
+    from tests.pki import make_pki
+
+    monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
+    monkeypatch.setattr(MetricsServer, "handshake_timeout", 30.0)
+    monkeypatch.setattr(MetricsServer, "handshake_turn", 0.5)
+    pki = make_pki(str(tmp_path))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server_cert"], pki["server_key"])
+    server = MetricsServer("127.0.0.1", 0, registry, ssl_context=context)
+    stalled = []
+    try:
+        for _ in range(2):
+            stalled.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            stalled[-1].sendall(PARTIAL_HELLO)
+        time.sleep(0.1)
+        started = time.monotonic()
+        with urllib.request.urlopen(server.url, timeout=10, context=ssl.create_default_context(
+                cafile=pki["ca"])) as response:
+            assert response.status == 200
+        assert time.monotonic() - started < 5, "served after a turn, not at the 30 s deadline"
+        assert _closed_by_server(stalled[0]), "the oldest stalled client gave up its place"
     finally:
         server.shutdown()
         for sock in stalled:

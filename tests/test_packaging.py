@@ -116,8 +116,9 @@ def test_sdist_ships_what_the_tests_and_the_readme_refer_to(dists):
                                    (ROOT / path).read_text(), re.M))
     assert imported and {f"tests/{module}.py" for module in imported} <= names
     readme = (ROOT / "README.md").read_text()
-    # Relative paths only (not /etc/prometheus/...), and not patterns (tests/test_<module>.py).
-    named = set(re.findall(r"(?<![\w/.-])((?:grafana|prometheus|benchmarks|tests)/[\w./-]*)"
+    # Relative paths only (not /etc/prometheus/...), not patterns (tests/test_<module>.py),
+    # and not npm package names (@grafana/schema).
+    named = set(re.findall(r"(?<![\w/.@-])((?:grafana|prometheus|benchmarks|tests)/[\w./-]*)"
                            r"(?![\w<])", readme))
     assert named
     for path in named:
