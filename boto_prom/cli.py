@@ -23,8 +23,10 @@ from ._version import __version__
 # Each command's flags, by the setting (the API's argument) each one sets: an error about that
 # setting names the flag instead (run's are run.FLAGS: the program's start names them too).
 _DEMO_FLAGS = {"port": "--port", "addr": "--addr"}
-_SERVE_FLAGS = {"port": "--web.listen-address", "addr": "--web.listen-address",
-                "web_config": "--web.config.file", "path": "--multiprocess.dir"}
+# serve's one --web.listen-address=[HOST]:PORT sets addr and port: its host is named here, and
+# the one error about its port (taken) is said by _serve in the flag's own form.
+_SERVE_FLAGS = {"addr": "--web.listen-address's host", "web_config": "--web.config.file",
+                "path": "--multiprocess.dir"}
 
 
 def _refused(exc: ConfigurationError, flags: Mapping[str, str]) -> int:
@@ -134,7 +136,10 @@ def _listen_address(text: Optional[str]) -> Tuple[Optional[str], Optional[int]]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .exposition import start_multiprocess_server, stop_server
+    from prometheus_client import REGISTRY
+
+    from .exposition import DEFAULT_ADDR, DEFAULT_PORT, serve, stop_server
+    from .settings import resolve_server
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -142,10 +147,21 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         addr, port = _listen_address(args.listen)
-        server = start_multiprocess_server(port, addr, path=args.directory,
-                                           web_config=args.web_config)
+        settings = resolve_server(port, addr, web_config=args.web_config,
+                                  multiprocess_dir=args.directory)
     except ConfigurationError as exc:
         return _refused(exc, _SERVE_FLAGS)
+    try:
+        # As start_multiprocess_server, less its advice to programs: this is the one server.
+        server = serve(settings, REGISTRY, api_advice=False)
+    except ConfigurationError as exc:
+        if exc.setting != "port":
+            return _refused(exc, _SERVE_FLAGS)
+        port = DEFAULT_PORT if settings.port is None else settings.port
+        print(f"boto-prom: port {port} on {settings.addr or DEFAULT_ADDR} is already in use; "
+              "pass --web.listen-address=[HOST]:PORT with a free PORT, or PORT 0 to let the "
+              "system pick one.", file=sys.stderr)
+        return 2
     print(f"boto-prom: serving the multiprocess directory on {server.url}", file=sys.stderr,
           flush=True)
     while not stop.wait(3600):

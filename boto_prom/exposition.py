@@ -726,7 +726,8 @@ _started_with = ServerSettings()  # what _server was started for
 _lock = threading.Lock()
 
 
-def serve(server: ServerSettings, registry: CollectorRegistry) -> MetricsServer:
+def serve(server: ServerSettings, registry: CollectorRegistry, *,
+          api_advice: bool = True) -> MetricsServer:
     """The process's metrics server for these settings: started now, or the running one.
 
     A process has one server. ``server.addr`` and ``server.port`` left None take the running
@@ -737,6 +738,10 @@ def serve(server: ServerSettings, registry: CollectorRegistry) -> MetricsServer:
     Args:
         server: where and what to serve (:func:`boto_prom.settings.resolve_server`).
         registry: the registry to serve (unless a multiprocess directory is served).
+        api_advice: in multiprocess mode, end an error with how a program serves once
+            (``start_multiprocess_server()`` in one process, ``start_server=False`` in the
+            workers). ``boto-prom run`` and ``boto-prom serve`` start the one server
+            themselves, so the advice does not apply to them: they pass False.
 
     Raises:
         ConfigurationError: the port cannot be bound, a bad web config, or a server already
@@ -760,15 +765,27 @@ def serve(server: ServerSettings, registry: CollectorRegistry) -> MetricsServer:
                                     DEFAULT_PORT if server.port is None else server.port,
                                     registry, app, web_config=config)
         except ConfigurationError as exc:
-            if server.multiprocess_dir is None:
+            if server.multiprocess_dir is None or not api_advice:
                 raise
-            raise ConfigurationError(
-                f"{str(exc).rstrip('.')}; in multiprocess mode one process serves every "
-                "process's metrics, so start it once (boto_prom.start_multiprocess_server() in "
-                "gunicorn's when_ready) and pass start_server=False to enable_metrics in "
-                "workers.") from None
+            raise _with_serve_once_advice(exc) from None
         _started_with = server
         return _server
+
+
+def _with_serve_once_advice(exc: ConfigurationError) -> ConfigurationError:
+    """exc's sentence (still about its setting, under whatever name a caller gives it) ending
+    with how a program serves every process's metrics once."""
+    def advised(sentence: str) -> str:
+        return (f"{sentence.rstrip('.')}; in multiprocess mode one process serves every "
+                "process's metrics, so start it once (boto_prom.start_multiprocess_server() in "
+                "gunicorn's when_ready) and pass start_server=False to enable_metrics in "
+                "workers.")
+
+    if exc.setting is None:
+        return ConfigurationError(advised(str(exc)))
+    setting = exc.setting
+    return ConfigurationError.about(setting,
+                                    lambda called: advised(exc.naming({setting: called})))
 
 
 def _check_reuse(running: MetricsServer, started_with: ServerSettings,

@@ -38,7 +38,8 @@ HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap"
 
 FLAGS = {"port": "--port", "addr": "--addr", "web_config": "--web-config", "csv_path": "--csv",
          "allowed_services": "--allowed-services", "ignored_actions": "--ignored-actions",
-         "max_label_sets": "--max-label-sets", "job": "--job", "grouping_key": "--grouping-key"}
+         "max_label_sets": "--max-label-sets", "gateway": "--push", "job": "--job",
+         "grouping_key": "--grouping-key"}
 """``boto-prom run``'s options by the setting (``enable_metrics``' argument) each one sets:
 an error about one of these settings names the option (:meth:`ConfigurationError.naming`)."""
 
@@ -105,7 +106,9 @@ def _start(run: RunSettings) -> None:
     if run.main:
         from .exposition import serve
 
-        serve(settings.server, settings.registry)  # a busy port ends the start, in one sentence
+        # A busy port ends the start, in one sentence; no advice for programs that start a
+        # server in each worker: boto-prom run starts the one server itself.
+        serve(settings.server, settings.registry, api_advice=False)
         if settings.push is not None:
             from .push import push_at_exit, push_on_sigterm
 

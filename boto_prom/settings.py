@@ -315,8 +315,8 @@ def resolve_push(gateway: Any, *, job: Optional[str] = None,
             "job", lambda called: f"{called} must be a non-empty string, not {job!r}.")
     if (username is None) != (password is None):
         raise ConfigurationError("Pushgateway basic auth needs both username and password.")
-    return PushSettings(_gateway(gateway), job, _grouping_key(grouping_key), username,
-                        password, _timeout(timeout, "timeout"))
+    return PushSettings(_gateway(gateway, "gateway"), job, _grouping_key(grouping_key),
+                        username, password, _timeout(timeout, "timeout"))
 
 
 # --- single settings, each checked once -------------------------------------------------------
@@ -669,7 +669,8 @@ def shown_url(gateway: str) -> str:
     return re.sub(r"//[^/?#]*@", "//...@", gateway)
 
 
-def _gateway(gateway: object) -> str:
+def _gateway(gateway: object, source: str) -> str:
+    """The Pushgateway URL checked; source is the argument or variable it came from."""
     if not isinstance(gateway, str) or not gateway.strip():
         raise ConfigurationError(
             f"the Pushgateway must be a URL like http://pushgateway:9091, not {gateway!r}.")
@@ -689,10 +690,15 @@ def _gateway(gateway: object) -> str:
             f"the Pushgateway must be an http:// or https:// URL with a host, "
             f"not {shown_url(gateway)!r}.")
     if parts.username is not None or parts.password is not None:
-        # Credentials in a URL end up in logs and error messages.
-        raise ConfigurationError(
-            "the Pushgateway URL must not carry credentials; pass username= and password= "
-            "(or set BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD).")
+        # Credentials in a URL end up in logs and error messages. Only push_metrics takes them
+        # as arguments, so only a sentence said under its argument's name (gateway) says
+        # username= and password=; the push at exit, boto-prom run's --push too, reads them
+        # from two variables.
+        raise ConfigurationError.about(
+            source, lambda called: f"the Pushgateway URL ({called}) must not carry "
+            "credentials; " + ("pass username= and password= instead." if called == "gateway"
+                               else "set BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD "
+                               "instead."))
     return gateway
 
 
@@ -773,5 +779,6 @@ def _push_from_env() -> Optional[PushSettings]:
         raise ConfigurationError(
             "Pushgateway basic auth needs both BOTO_PROM_PUSH_USERNAME and "
             f"BOTO_PROM_PUSH_PASSWORD; set {'BOTO_PROM_PUSH_PASSWORD' if password is None else 'BOTO_PROM_PUSH_USERNAME'} too, or neither.")
-    return PushSettings(_gateway(gateway), default_job(), _grouping_key(key), username,
+    return PushSettings(_gateway(gateway, "BOTO_PROM_PUSHGATEWAY"), default_job(),
+                        _grouping_key(key), username,
                         password, _timeout(timeout, "BOTO_PROM_PUSH_TIMEOUT", raw_timeout))

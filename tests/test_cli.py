@@ -17,6 +17,7 @@ import pytest
 from boto_prom.cli import main
 from boto_prom.demo import aiobotocore_imports, sdks_line
 from tests.conftest import HAS_BOTO2
+from tests.procs import busy_port, child_env
 
 # The demo here: boto 2 beside boto3 where boto 2 imports, boto3 alone where not (aiobotocore
 # too, where it is installed).
@@ -156,6 +157,35 @@ def test_bad_listen_address_is_a_configuration_error(text):
 
     with pytest.raises(ConfigurationError, match="--web.listen-address must be"):
         _listen_address(text)
+
+
+def serve_refused(*flags):
+    """boto-prom serve run with flags, expected to refuse them: its stderr."""
+    done = subprocess.run([sys.executable, "-m", "boto_prom", "serve", *flags],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    return done.stderr
+
+
+def test_serve_busy_port_is_said_in_the_listen_address_form(tmp_path):
+    """A taken port ends serve with one sentence in --web.listen-address's own [HOST]:PORT form
+    (not --web.listen-address=N), without the advice for programs that call the API."""
+    with busy_port() as port:
+        err = serve_refused(f"--web.listen-address=127.0.0.1:{port}",
+                            f"--multiprocess.dir={tmp_path}")
+    assert err == (f"boto-prom: port {port} on 127.0.0.1 is already in use; pass "
+                   "--web.listen-address=[HOST]:PORT with a free PORT, or PORT 0 to let the "
+                   "system pick one.\n")
+
+
+def test_serve_bad_host_names_the_flags_host(tmp_path):
+    """A host serve cannot bind is named as --web.listen-address's host, with no advice for
+    programs that call the API."""
+    err = serve_refused("--web.listen-address=no-such-host.invalid:0",
+                        f"--multiprocess.dir={tmp_path}")
+    assert err == ("boto-prom: --web.listen-address's host 'no-such-host.invalid' is not an "
+                   "address or host name this machine can bind; pass one such as 127.0.0.1 or "
+                   "0.0.0.0 (or set BOTO_PROM_ADDR).\n")
 
 
 @pytest.mark.parametrize("argv", [["run"], ["run", "--"], ["run", "--port", "1"]])

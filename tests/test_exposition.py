@@ -24,7 +24,7 @@ from boto_prom.exposition import (DEFAULT_ADDR, MetricsServer, get_server,
                                   make_multiprocess_app, multiprocess_registry, serve)
 from boto_prom.settings import ServerSettings
 from tests.conftest import HAS_BOTO2, require_binary
-from tests.procs import child_env, finish, get, read_line, start_worker
+from tests.procs import busy_port, child_env, finish, get, read_line, start_worker
 
 needs_boto2 = pytest.mark.skipif(not HAS_BOTO2, reason="boto 2 needs Python 3.11 or older")
 
@@ -612,6 +612,47 @@ def test_second_server_in_multiprocess_mode_says_how_to_fix_it(aws, tmp_path):
     proc.communicate(timeout=30)
     assert line.startswith("error ") and "already in use" in line, line
     assert "start_server=False" in line and "start_multiprocess_server" in line
+
+
+SERVE_ONCE = ("; in multiprocess mode one process serves every process's metrics, so start it "
+              "once (boto_prom.start_multiprocess_server() in gunicorn's when_ready) and pass "
+              "start_server=False to enable_metrics in workers.")
+
+
+def test_multiprocess_busy_port_names_the_argument_and_advises_serving_once(tmp_path):
+    """A taken port, from the API in multiprocess mode: the sentence names port= and ends with
+    the advice to serve once; it stays about the port, so a caller naming it otherwise can."""
+    with busy_port() as port:
+        with pytest.raises(ConfigurationError) as raised:
+            boto_prom.start_multiprocess_server(port, path=str(tmp_path))
+    busy = (f"port {port} on 127.0.0.1 is already in use; pass a free port as {{0}}=N (or "
+            f"BOTO_PROM_PORT=N), or {{0}}=0 to let the system pick one")
+    assert str(raised.value) == busy.format("port") + SERVE_ONCE
+    assert raised.value.setting == "port"
+    assert raised.value.naming({"port": "--port"}) == busy.format("--port") + SERVE_ONCE
+    assert get_server() is None
+
+
+def test_multiprocess_bad_host_names_the_argument_and_advises_serving_once(tmp_path):
+    """A host the API cannot bind in multiprocess mode: addr named, the advice added, and the
+    error still about addr."""
+    with pytest.raises(ConfigurationError) as raised:
+        boto_prom.start_multiprocess_server(0, "no-such-host.invalid", path=str(tmp_path))
+    assert str(raised.value) == (
+        "addr 'no-such-host.invalid' is not an address or host name this machine can bind; "
+        "pass one such as 127.0.0.1 or 0.0.0.0 (or set BOTO_PROM_ADDR)" + SERVE_ONCE)
+    assert raised.value.setting == "addr"
+
+
+def test_without_api_advice_the_error_is_the_servers_own(tmp_path):
+    """serve(..., api_advice=False), as boto-prom run and serve call it: the bare sentence."""
+    with busy_port() as port:
+        with pytest.raises(ConfigurationError) as raised:
+            serve(ServerSettings(port=port, multiprocess_dir=str(tmp_path)),
+                  CollectorRegistry(), api_advice=False)
+    assert "start_server=False" not in str(raised.value)
+    assert raised.value.naming({"port": "--port"}).endswith(
+        ", or --port=0 to let the system pick one.")
 
 
 @needs_boto2

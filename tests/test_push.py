@@ -204,6 +204,16 @@ def test_push_metrics_arguments_are_checked(registry, kwargs, match):
         boto_prom.push_metrics(args.pop("gateway"), registry=registry, **args)
 
 
+def test_credentials_in_the_url_point_at_the_arguments(registry):
+    """push_metrics with credentials in its URL says to pass username= and password= (its
+    own arguments; the BOTO_PROM_PUSH_* variables are for the push at exit), secret unsaid."""
+    with pytest.raises(ConfigurationError) as raised:
+        boto_prom.push_metrics("http://u:secret@127.0.0.1:1", job="j", registry=registry)
+    assert str(raised.value) == ("the Pushgateway URL (gateway) must not carry credentials; "
+                                 "pass username= and password= instead.")
+    assert raised.value.setting == "gateway"
+
+
 @needs_boto2
 @pytest.mark.parametrize("env, match", [
     ({"BOTO_PROM_PUSH_TIMEOUT": "soon"}, "BOTO_PROM_PUSH_TIMEOUT"),

@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import HAS_BOTO2, require_binary
-from tests.procs import child_env, free_port, get, poll, read_line, start_pushgateway, stop
+from tests.procs import (busy_port, child_env, free_port, get, poll, read_line,
+                         start_pushgateway, stop)
 
 BOTO_PROM = os.path.join(os.path.dirname(sys.executable), "boto-prom")
 CALLS = 5
@@ -402,6 +403,11 @@ def test_program_without_aws_runs_as_without_boto_prom(program, tmp_path, own_pa
     ([], {"BOTO_PROM_MAX_LABEL_SETS": "many"}, "BOTO_PROM_MAX_LABEL_SETS must be"),
     (["--allowed-services", "s3,no such"], {}, "--allowed-services must hold short names"),
     (["--push", "ftp://gateway"], {}, "the Pushgateway must be an http://"),
+    (["--push", "http://u:secret@gateway"], {}, "the Pushgateway URL (--push) must not carry "
+     "credentials; set BOTO_PROM_PUSH_USERNAME and BOTO_PROM_PUSH_PASSWORD instead.\n"),
+    ([], {"BOTO_PROM_PUSHGATEWAY": "http://u:secret@gateway"}, "the Pushgateway URL "
+     "(BOTO_PROM_PUSHGATEWAY) must not carry credentials; set BOTO_PROM_PUSH_USERNAME and "
+     "BOTO_PROM_PUSH_PASSWORD instead.\n"),
 ])
 def test_bad_setting_exits_2_before_the_program(args, env, says):
     """A bad option or variable: exit 2, one line on stderr naming the flag or the variable
@@ -428,6 +434,19 @@ def test_busy_port_exits_2_in_one_sentence():
     assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
     assert "as --port=N (or BOTO_PROM_PORT=N), or --port=0" in done.stderr  # run's own names
     assert done.stderr.count("\n") == 1
+
+
+def test_busy_port_in_multiprocess_mode_names_the_option_without_api_advice(tmp_path):
+    """With --multiprocess, a taken port is said as without it: run starts the one server
+    itself, so the advice for programs that call the API (start_server=False) is left out."""
+    with busy_port() as port:
+        done = subprocess.run([BOTO_PROM, "run", "--multiprocess", str(tmp_path / "metrics"),
+                               "--port", str(port), "--", sys.executable, "-c", "print('ran')"],
+                              capture_output=True, text=True, env=child_env(), timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"boto-prom: port {port} on 127.0.0.1 is already in use; pass a "
+                           "free port as --port=N (or BOTO_PROM_PORT=N), or --port=0 to let "
+                           "the system pick one.\n")
 
 
 def test_command_not_found_is_127():
