@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.registry import Collector
 
 from ._version import __version__
-from .settings import ConfigurationError, in_multiprocess_mode
+from .settings import (DETAILED_METRICS_ENV, ConfigurationError, detailed_metrics_from_env,
+                       in_multiprocess_mode)
 
 # Every series is paid for on every scrape, in every replica, by Prometheus: by default a label
 # set (service, region, action) costs at most 24 series. The per-action duration histogram gets
@@ -473,8 +474,19 @@ def metrics_for(
                 f"uses ({metrics.max_label_sets}); pass the same value or none."
             )
         elif detailed is not None and detailed != metrics.detailed:
-            raise ConfigurationError(
-                f"detailed_metrics={detailed} differs from what this registry already exports "
-                f"(detailed_metrics={metrics.detailed}); pass the same value or none."
-            )
+            raise _detailed_differs(detailed, metrics.detailed)
         return metrics
+
+
+def _detailed_differs(wanted: bool, in_effect: bool) -> ConfigurationError:
+    """The error for asking a registry for other detailed metrics than it exports, naming the
+    variable when that may be where the value came from."""
+    if detailed_metrics_from_env() is wanted:
+        return ConfigurationError(
+            f"detailed_metrics={wanted} (the argument, or {DETAILED_METRICS_ENV} when none is "
+            f"passed) differs from what this registry already exports "
+            f"(detailed_metrics={in_effect}); pass detailed_metrics={in_effect}, or unset "
+            f"{DETAILED_METRICS_ENV} if that is where it came from.")
+    return ConfigurationError(
+        f"detailed_metrics={wanted} differs from what this registry already exports "
+        f"(detailed_metrics={in_effect}); pass the same value or none.")
