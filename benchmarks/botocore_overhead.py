@@ -8,9 +8,9 @@ Six boto3 clients make the same EC2 ``DescribeRegions`` call, taking turns:
 - ``floor``: handlers on the same events (registered the same way) that make only the
   prometheus_client updates boto-prom makes for such a call with its default metrics, on
   children bound in advance, and nothing else: in flight up and down, the request counter, the
-  per-action and per-service duration histograms, and the request- and response-size counts
-  and sums (the sizes are the call's own, fixed). No adapter recording these metrics can add
-  less.
+  per-action and per-service duration histograms, and the request- and response-size
+  histograms with their one default bucket (the sizes are the call's own, fixed). No adapter
+  recording these metrics can add less.
 - ``boto_prom``: ``boto_prom.enable_metrics(client)``, with its defaults (exemplars included).
 - ``boto_prom_no_request_id``: the same, reading no request id (so with no exemplar, as in
   multiprocess mode): what the exemplars cost, apart from the rest.
@@ -120,9 +120,9 @@ class Floor:
     children bound in advance: the least any adapter recording these metrics could add."""
 
     def __init__(self, registry: Any, request_bytes: int) -> None:
-        from prometheus_client import Counter, Gauge, Histogram, Summary
+        from prometheus_client import Counter, Gauge, Histogram
 
-        from boto_prom import DEFAULT_DURATION_BUCKETS
+        from boto_prom import DEFAULT_DURATION_BUCKETS, DEFAULT_SIZE_BUCKETS
         from boto_prom.metrics import SERVICE_DURATION_BUCKETS
 
         names = ("aws_service", "aws_region", "action")
@@ -134,10 +134,12 @@ class Floor:
         self.service_duration = Histogram("boto_service_request_duration_seconds", "",
                                           names[:2], buckets=SERVICE_DURATION_BUCKETS,
                                           registry=registry).labels(*_LABELS[:2])
-        self.request_size = Summary("boto_request_size_bytes", "", names,
-                                    registry=registry).labels(*_LABELS)
-        self.response_size = Summary("boto_response_size_bytes", "", names,
-                                     registry=registry).labels(*_LABELS)
+        self.request_size = Histogram("boto_request_size_bytes", "", names,
+                                      buckets=DEFAULT_SIZE_BUCKETS,
+                                      registry=registry).labels(*_LABELS)
+        self.response_size = Histogram("boto_response_size_bytes", "", names,
+                                       buckets=DEFAULT_SIZE_BUCKETS,
+                                       registry=registry).labels(*_LABELS)
         self.in_flight = Gauge("boto_requests_in_flight", "", names[:2],
                                registry=registry).labels(*_LABELS[:2])
         self.request_bytes = request_bytes

@@ -30,7 +30,7 @@ from .naming import (BOTO2_MODULE_SERVICES, boto2_action, is_region, parse_host,
 from .metrics import metrics_for
 from .record import NO_RESPONSE, UNKNOWN
 from .recorder import Recorder
-from .settings import check_buckets, check_registry
+from .settings import check_buckets, check_registry, detailed_metrics_from_env
 
 try:
     from boto.exception import BotoServerError as _BotoServerError
@@ -120,7 +120,8 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
         previous: a hook to call after recording, with the same arguments (the connection's
             earlier hook, so enabling metrics keeps it working).
         recorder: where calls go (built by :func:`boto_prom.enable_metrics`); by default
-            the registry's Prometheus metrics alone.
+            the registry's Prometheus metrics alone, detailed when
+            ``BOTO_PROM_DETAILED_METRICS`` says so (as for :func:`boto_prom.enable_metrics`).
 
     Attributes:
         recorder, registry: where calls are recorded.
@@ -148,7 +149,10 @@ class BotoRequestHook(_RequestHook):  # type: ignore[misc,valid-type]
     ) -> None:
         if recorder is None:
             checked = None if buckets is None else check_buckets(buckets, "buckets")
-            recorder = Recorder(metrics_for(check_registry(registry), checked))
+            # BOTO_PROM_DETAILED_METRICS applies here as in enable_metrics(), so that both
+            # build a registry's metrics alike.
+            recorder = Recorder(metrics_for(check_registry(registry), checked,
+                                            detailed=detailed_metrics_from_env()))
         self.recorder = recorder
         self.registry = recorder.registry
         self.aws_service = aws_service

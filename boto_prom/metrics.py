@@ -13,11 +13,12 @@ import weakref
 from bisect import bisect_left
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.registry import Collector
 
 from ._version import __version__
-from .settings import ConfigurationError, in_multiprocess_mode
+from .settings import (DETAILED_METRICS_ENV, ConfigurationError, detailed_metrics_from_env,
+                       in_multiprocess_mode)
 
 # Every series is paid for on every scrape, in every replica, by Prometheus: by default a label
 # set (service, region, action) costs at most 24 series. The per-action duration histogram gets
@@ -38,9 +39,12 @@ SERVICE_DURATION_BUCKETS: Tuple[float, ...] = (
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
     0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
 )
-# Request and response bodies, in bytes, with detailed_metrics=True: 64 B to 1 GiB in powers of
-# four. By default sizes are a count and a sum (the mean is what the panels need).
-DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
+# Request and response bodies, in bytes: a histogram in both modes, since a Pushgateway refuses
+# a push whose metric has another type in any group it already holds (a detailed job's, or
+# boto-prom 0.x's). By default one bucket, 1 MiB ("how many bodies are larger"), beside the
+# count and sum the mean needs; with detailed_metrics=True 64 B to 1 GiB in powers of four.
+DEFAULT_SIZE_BUCKETS: Tuple[float, ...] = (1024.0 * 1024,)
+DETAILED_SIZE_BUCKETS: Tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
 
 LABELS = ("aws_service", "aws_region", "action")
 
@@ -227,17 +231,18 @@ class PrometheusMetrics:
         registry: where the metrics are exposed.
         duration_buckets: the per-action duration buckets (default: DEFAULT_DURATION_BUCKETS,
             or DETAILED_DURATION_BUCKETS with ``detailed``).
-        size_buckets: the size histograms' buckets, with ``detailed``.
+        size_buckets: the size histograms' buckets (default: DEFAULT_SIZE_BUCKETS, or
+            DETAILED_SIZE_BUCKETS with ``detailed``).
         max_label_sets: label sets kept before new ones are folded.
-        detailed: also export the full size histograms and the per-attempt durations, and
-            use the finer per-action buckets.
+        detailed: also export the per-attempt durations, and use the finer per-action
+            duration buckets and the full size buckets.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
         duration_buckets: Optional[Sequence[float]] = None,
-        size_buckets: Sequence[float] = DEFAULT_SIZE_BUCKETS,
+        size_buckets: Optional[Sequence[float]] = None,
         max_label_sets: int = DEFAULT_MAX_LABEL_SETS,
         detailed: bool = False,
     ) -> None:
@@ -247,6 +252,8 @@ class PrometheusMetrics:
         if duration_buckets is None:
             duration_buckets = DETAILED_DURATION_BUCKETS if detailed else DEFAULT_DURATION_BUCKETS
         self.duration_buckets = tuple(duration_buckets)
+        if size_buckets is None:
+            size_buckets = DETAILED_SIZE_BUCKETS if detailed else DEFAULT_SIZE_BUCKETS
         self.size_buckets = tuple(size_buckets)
         self.requests = Counter(
             "boto_requests", "AWS API requests made through boto, by HTTP status.",
@@ -279,13 +286,15 @@ class PrometheusMetrics:
             "included.",
             LABELS, registry=None,
         )
-        self.request_size = _size(
+        self.request_size = Histogram(
             "boto_request_size_bytes", "Size of AWS API request bodies, in bytes.",
-            self.size_buckets if detailed else None)
-        self.response_size = _size(
+            LABELS, buckets=self.size_buckets, registry=None,
+        )
+        self.response_size = Histogram(
             "boto_response_size_bytes",
             "Size of AWS API response bodies (Content-Length), in bytes.",
-            self.size_buckets if detailed else None)
+            LABELS, buckets=self.size_buckets, registry=None,
+        )
         # What only botocore reports (boto 2 retries out of its hook's sight): each HTTP attempt
         # (detailed only), retries, calls that ran out of attempts, and calls under way.
         self.attempt_duration: Optional[Histogram] = None
@@ -369,14 +378,6 @@ class PrometheusMetrics:
             return bound
 
 
-def _size(name: str, documentation: str, buckets: Optional[Sequence[float]]) -> object:
-    """A size metric: a histogram with buckets, else a count and a sum (a Summary without
-    quantiles), which every query on ``_sum`` and ``_count`` reads alike."""
-    if buckets is None:
-        return Summary(name, documentation, LABELS, registry=None)
-    return Histogram(name, documentation, LABELS, buckets=buckets, registry=None)
-
-
 class WithoutCreated(Collector):
     """Exposes metrics as their own ``collect`` gives them, less the ``_created`` samples.
 
@@ -444,7 +445,7 @@ def metrics_for(
         max_label_sets: distinct (aws_service, aws_region, action) label sets to keep
             before new ones are counted under ``action="_other"`` (default 2000); set by
             the first caller per registry, like the buckets.
-        detailed: the detailed metrics (full size histograms, per-attempt durations, finer
+        detailed: the detailed metrics (all size buckets, per-attempt durations, finer
             per-action buckets); set by the first caller per registry, like the buckets.
     """
     wanted = None if duration_buckets is None else tuple(duration_buckets)
@@ -473,8 +474,19 @@ def metrics_for(
                 f"uses ({metrics.max_label_sets}); pass the same value or none."
             )
         elif detailed is not None and detailed != metrics.detailed:
-            raise ConfigurationError(
-                f"detailed_metrics={detailed} differs from what this registry already exports "
-                f"(detailed_metrics={metrics.detailed}); pass the same value or none."
-            )
+            raise _detailed_differs(detailed, metrics.detailed)
         return metrics
+
+
+def _detailed_differs(wanted: bool, in_effect: bool) -> ConfigurationError:
+    """The error for asking a registry for other detailed metrics than it exports, naming the
+    variable when that may be where the value came from."""
+    if detailed_metrics_from_env() is wanted:
+        return ConfigurationError(
+            f"detailed_metrics={wanted} (the argument, or {DETAILED_METRICS_ENV} when none is "
+            f"passed) differs from what this registry already exports "
+            f"(detailed_metrics={in_effect}); pass detailed_metrics={in_effect}, or unset "
+            f"{DETAILED_METRICS_ENV} if that is where it came from.")
+    return ConfigurationError(
+        f"detailed_metrics={wanted} differs from what this registry already exports "
+        f"(detailed_metrics={in_effect}); pass the same value or none.")

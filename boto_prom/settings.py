@@ -16,7 +16,7 @@ The variables:
 ``BOTO_PROM_ADDR``              the address it binds
 ``BOTO_PROM_WEB_CONFIG``        its web configuration file (TLS, basic auth)
 ``BOTO_PROM_MAX_LABEL_SETS``    label sets kept before new ones are folded
-``BOTO_PROM_DETAILED_METRICS`` 1/true/yes/on: also the size and attempt histograms
+``BOTO_PROM_DETAILED_METRICS`` 1/true/yes/on: also the attempt histogram, all size buckets
 ``BOTO_PROM_ALLOWED_SERVICES``  record only these services, ``s3,ec2``
 ``BOTO_PROM_IGNORED_ACTIONS``   never record these actions, ``HeadObject,GetObject``
 ``BOTO_PROM_CSV``               the CSV file every request is appended to
@@ -80,6 +80,8 @@ class ConfigurationError(ValueError):
 ConfigurationError.__module__ = "boto_prom"  # what users import it as, in tracebacks too
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+DETAILED_METRICS_ENV = "BOTO_PROM_DETAILED_METRICS"
 
 CSV_FORMATS = ("csv", "requestlog")
 """``csv``: a CSV file with a header row; ``requestlog``: boto's ``RequestLogger`` lines."""
@@ -178,12 +180,15 @@ class Settings:
     multiprocess_dir: Optional[str] = None
     push: Optional[PushSettings] = None
 
-    def conflict(self, earlier: "Settings") -> Optional[str]:
+    def conflict(self, earlier: "Settings",
+                 detailed_in_effect: Optional[bool] = None) -> Optional[str]:
         """What makes these settings record differently from earlier's, or None.
 
         A setting left unset here (None, or no ignored actions) agrees with whatever earlier
         chose; the registry and the CSV file always count (unset, they mean the global
-        registry and no file).
+        registry and no file). detailed_metrics is compared with the value in effect:
+        detailed_in_effect, what earlier's registry exports (earlier's None stands for it),
+        when known.
         """
         if self.registry is not earlier.registry:
             return "another registry"
@@ -199,10 +204,20 @@ class Settings:
         if self.ignored_actions and self.ignored_actions != earlier.ignored_actions:
             return "other ignored_actions"
         for name in ("buckets", "allowed_services", "aws_service", "aws_region",
-                     "max_label_sets", "detailed_metrics"):
+                     "max_label_sets"):
             value = getattr(self, name)
             if value is not None and value != getattr(earlier, name):
                 return f"other {name}"
+        if detailed_in_effect is None:
+            detailed_in_effect = bool(earlier.detailed_metrics)
+        return self._detailed_conflict(detailed_in_effect)
+
+    def _detailed_conflict(self, in_effect: Optional[bool]) -> Optional[str]:
+        """"other detailed_metrics" when these settings ask for a value other than the one in
+        effect (None: not known, which agrees with anything)."""
+        wanted = self.detailed_metrics
+        if wanted is not None and in_effect is not None and wanted != in_effect:
+            return "other detailed_metrics"
         return None
 
     def check_same(self, hook: Any) -> None:
@@ -212,10 +227,15 @@ class Settings:
             ConfigurationError: saying to disable the target first.
         """
         earlier = getattr(hook, "settings", None)
+        # What the hook's registry exports, whatever set it.
+        detailed = getattr(getattr(getattr(hook, "recorder", None), "metrics", None),
+                           "detailed", None)
         if earlier is not None:
-            conflict = self.conflict(earlier)
-        else:  # a hook built by hand: only its registry is known
-            conflict = None if self.registry is hook.registry else "another registry"
+            conflict = self.conflict(earlier, detailed)
+        elif self.registry is not hook.registry:  # a hook built by hand: no settings known
+            conflict = "another registry"
+        else:
+            conflict = self._detailed_conflict(detailed)
         if conflict is not None:
             raise ConfigurationError(
                 f"metrics are already enabled on this target (or the session or global "
@@ -275,7 +295,7 @@ def resolve(
                                     "BOTO_PROM_MAX_LABEL_SETS", 1, None,
                                     "a whole number of 1 or more"),
         detailed_metrics=_flag_setting(detailed_metrics, "detailed_metrics",
-                                       "BOTO_PROM_DETAILED_METRICS"),
+                                       DETAILED_METRICS_ENV),
         csv=csv_settings(csv_path, csv_format, csv_max_bytes, csv_backups),
         multiprocess_dir=multiprocess_dir,
         push=_push_from_env(),
@@ -329,6 +349,12 @@ def env_flag(name: str) -> bool:
     if raw in _FALSE:
         return False
     raise ConfigurationError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
+
+
+def detailed_metrics_from_env() -> Optional[bool]:
+    """BOTO_PROM_DETAILED_METRICS as a yes/no, or None when unset: for what builds metrics
+    without :func:`resolve` (a hook made by hand, a conflict's explanation)."""
+    return _flag_setting(None, "detailed_metrics", DETAILED_METRICS_ENV)
 
 
 def _flag_setting(value: Optional[bool], name: str, env: str) -> Optional[bool]:

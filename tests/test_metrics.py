@@ -329,7 +329,7 @@ def test_a_label_set_costs_at_most_24_series_and_3000_bytes_by_default(path, req
                    "boto_attempt_duration_seconds"):
         assert absent not in body, absent
     types = family_types(registry)
-    assert types["boto_request_size_bytes"] == types["boto_response_size_bytes"] == "summary"
+    assert types["boto_request_size_bytes"] == types["boto_response_size_bytes"] == "histogram"
     assert types["boto_request_duration_seconds"] == "histogram"
     assert types["boto_service_request_duration_seconds"] == "histogram"
     labels = dict(aws_service="ec2", aws_region="us-west-2", action=action)
@@ -337,6 +337,9 @@ def test_a_label_set_costs_at_most_24_series_and_3000_bytes_by_default(path, req
     assert get("boto_requests_total", dict(labels, status_code="200")) == 3
     assert get("boto_request_size_bytes_count", labels) == 3
     assert get("boto_response_size_bytes_sum", labels) > 0
+    # One finite size bucket by default: the bodies up to 1 MiB (all of these).
+    assert get("boto_response_size_bytes_bucket", dict(labels, le="1.048576e+06")) == 3
+    assert get("boto_response_size_bytes_bucket", dict(labels, le="65536.0")) is None
     assert get("boto_service_request_duration_seconds_count",
                dict(aws_service="ec2", aws_region="us-west-2")) == 3
 
@@ -353,6 +356,7 @@ def test_detailed_metrics_give_back_every_histogram(path, request, registry):
     labels = dict(aws_service="ec2", aws_region="us-west-2", action=action)
     get = registry.get_sample_value
     assert get("boto_request_size_bytes_bucket", dict(labels, le="+Inf")) == 3
+    assert get("boto_request_size_bytes_bucket", dict(labels, le="64.0")) is not None
     assert get("boto_request_duration_seconds_bucket", dict(labels, le="0.075")) is not None
     if path == "botocore":
         assert get("boto_attempt_duration_seconds_count", labels) == 3

@@ -311,3 +311,30 @@ def test_one_registry_is_pushed_at_exit(aws, registry, monkeypatch):
     assert pending.registry is registry and pending.settings.job == "one"
     with pytest.raises(ConfigurationError, match="pushes one registry"):
         boto_prom.enable_metrics(aws.ec2(), registry=CollectorRegistry(), start_server=False)
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False)])
+def test_default_and_detailed_groups_share_one_gateway(gateway, first, second):
+    """A default group and a detailed group (either first) both land on one real gateway: the
+    sizes are a histogram in both modes, so the gateway finds no type clash between groups."""
+    from prometheus_client import CollectorRegistry
+
+    url = gateway()
+    for job, detailed in (("first", first), ("second", second)):
+        registry = CollectorRegistry()
+        bound = Recorder(metrics_for(registry, detailed=detailed)).bind(
+            "botocore", "s3", "eu-west-1", "PutObject")
+        bound.record("200", 0.1, 10, 2 * 1024 * 1024, None, False, None)
+        boto_prom.push_metrics(url, job=job, registry=registry, timeout=5)
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    buckets = {(s.labels["job"], float(s.labels["le"])): s.value
+               for family in text_string_to_metric_families(body)
+               for s in family.samples if s.name == "boto_response_size_bytes_bucket"}
+    for job in ("first", "second"):
+        assert pushed(url, job, aws_service="s3", action="PutObject") == 1
+        # The 2 MiB body: above the 1 MiB bucket both modes have, inside +Inf.
+        assert buckets[job, 1024.0 * 1024] == 0
+        assert buckets[job, float("inf")] == 1

@@ -308,14 +308,19 @@ def test_detailed_metrics_argument_must_be_a_bool():
         settings.resolve(detailed_metrics="yes")
 
 
-def test_detailed_metrics_conflict_with_the_registrys(registry, moto_url):
-    """A registry's detailed_metrics is set by its first enable; asking another is an error."""
+def ec2_client(moto_url):
+    """A boto3 EC2 client of its own, against moto."""
     import boto3
 
+    return boto3.session.Session().client(
+        "ec2", endpoint_url=moto_url, region_name="us-west-2",
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+
+
+def test_detailed_metrics_conflict_with_the_registrys(registry, moto_url):
+    """A registry's detailed_metrics is set by its first enable; asking another is an error."""
     def client():
-        return boto3.session.Session().client(
-            "ec2", endpoint_url=moto_url, region_name="us-west-2",
-            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+        return ec2_client(moto_url)
 
     hook = boto_prom.enable_metrics(client(), registry=registry, start_server=False,
                                     detailed_metrics=True)
@@ -324,6 +329,64 @@ def test_detailed_metrics_conflict_with_the_registrys(registry, moto_url):
     with pytest.raises(ConfigurationError, match="detailed_metrics=False differs"):
         boto_prom.enable_metrics(client(), registry=registry, start_server=False,
                                  detailed_metrics=False)
+
+
+@pytest.mark.parametrize("registry_detailed", [None, False, True])
+def test_enabling_again_compares_the_detailed_metrics_in_effect(registry, moto_url,
+                                                                registry_detailed):
+    """Enabling a client again with the detailed_metrics its registry exports (set, or left
+    to the default) returns its hook; the other value is refused."""
+    from boto_prom.metrics import metrics_for
+
+    if registry_detailed is not None:
+        metrics_for(registry, detailed=registry_detailed)
+    in_effect = bool(registry_detailed)
+    client = ec2_client(moto_url)
+    hook = boto_prom.enable_metrics(client, registry=registry, start_server=False)
+    assert hook.recorder.metrics.detailed is in_effect
+    assert boto_prom.enable_metrics(client, registry=registry, start_server=False,
+                                    detailed_metrics=in_effect) is hook
+    with pytest.raises(ConfigurationError, match="with other detailed_metrics") as raised:
+        boto_prom.enable_metrics(client, registry=registry, start_server=False,
+                                 detailed_metrics=not in_effect)
+    assert one_sentence(raised.value)
+
+
+@needs_boto2
+def test_a_hook_made_by_hand_reads_the_detailed_metrics_variable(aws, registry, moto_url,
+                                                                 monkeypatch):
+    """With BOTO_PROM_DETAILED_METRICS=1, BotoRequestHook(registry=r) builds detailed metrics,
+    so a later enable_metrics(client, registry=r) that passes nothing agrees with it."""
+    from boto_prom.boto2 import BotoRequestHook
+
+    monkeypatch.setenv("BOTO_PROM_DETAILED_METRICS", "1")
+    hook = BotoRequestHook(registry=registry)
+    assert hook.recorder.metrics.detailed is True
+    enabled = boto_prom.enable_metrics(ec2_client(moto_url), registry=registry,
+                                       start_server=False)
+    assert enabled.recorder.metrics is hook.recorder.metrics
+    # On its connection, the hand-made hook is kept for the same value, refused for the other.
+    conn = aws.ec2()
+    conn.set_request_hook(hook)
+    assert boto_prom.enable_metrics(conn, registry=registry, start_server=False,
+                                    detailed_metrics=True) is hook
+    with pytest.raises(ConfigurationError, match="with other detailed_metrics"):
+        boto_prom.enable_metrics(conn, registry=registry, start_server=False,
+                                 detailed_metrics=False)
+
+
+def test_a_detailed_metrics_conflict_names_the_variable_it_may_come_from(registry, moto_url,
+                                                                          monkeypatch):
+    """A registry built without detailed metrics, then BOTO_PROM_DETAILED_METRICS=1 and an
+    enable that passes nothing: the one-sentence error names the variable."""
+    from boto_prom.metrics import metrics_for
+
+    metrics_for(registry, detailed=False)
+    monkeypatch.setenv("BOTO_PROM_DETAILED_METRICS", "1")
+    with pytest.raises(ConfigurationError, match="BOTO_PROM_DETAILED_METRICS") as raised:
+        boto_prom.enable_metrics(ec2_client(moto_url), registry=registry, start_server=False)
+    assert one_sentence(raised.value)
+    assert "pass detailed_metrics=False" in str(raised.value)
 
 
 # --- pushing (moved from test_push.py: the checks live here now) ------------------------------
