@@ -3,6 +3,7 @@ real promtool, and fed by real worker processes recording into one directory."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -189,41 +190,55 @@ def test_past_the_connection_cap_the_longest_waiting_client_makes_room(registry,
             sock.close()
 
 
-def test_tls_handshakes_past_the_cap_wait_their_turn_newest_first(registry, monkeypatch,
-                                                                  tmp_path):
-    """With both handshake slots held by stalled TLS clients, later connections wait their
-    turn; each stalled one is closed at its handshake deadline, and the newest waiting (a
-    real client) is answered as soon as a slot frees."""
+@contextlib.contextmanager
+def _stalled_tls_handshakes(registry, tmp_path, count):
+    """A TLS MetricsServer and count clients stuck half-way through a handshake (sent in
+    turn, a tenth of a second apart): yields (server, stalled sockets, CA file)."""
     import ssl
 
     from tests.load_clients import PARTIAL_HELLO
     from tests.pki import make_pki
 
-    monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
-    monkeypatch.setattr(MetricsServer, "handshake_timeout", 1.5)
-    monkeypatch.setattr(MetricsServer, "handshake_turn", 5.0)  # the deadline comes first
     pki = make_pki(str(tmp_path))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki["server_cert"], pki["server_key"])
     server = MetricsServer("127.0.0.1", 0, registry, ssl_context=context)
     stalled = []
     try:
-        for _ in range(3):  # two take the slots, the third waits
+        for _ in range(count):
             stalled.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
             stalled[-1].sendall(PARTIAL_HELLO)
             time.sleep(0.1)
-        started = time.monotonic()
-        request = urllib.request.Request(server.url)
-        with urllib.request.urlopen(request, timeout=5, context=ssl.create_default_context(
-                cafile=pki["ca"])) as response:
-            assert response.status == 200
-        assert 1 < time.monotonic() - started < 3, "served when the first slot freed"
-        for sock in stalled:
-            assert _closed_by_server(sock), "closed at its handshake deadline"
+        yield server, stalled, pki["ca"]
     finally:
         server.shutdown()
         for sock in stalled:
             sock.close()
+
+
+def _scrape_over_tls(server, ca):
+    import ssl
+
+    with urllib.request.urlopen(server.url, timeout=10,
+                                context=ssl.create_default_context(cafile=ca)) as response:
+        assert response.status == 200
+
+
+def test_tls_handshakes_past_the_cap_wait_their_turn_newest_first(registry, monkeypatch,
+                                                                  tmp_path):
+    """With both handshake slots held by stalled TLS clients, later connections wait their
+    turn; each stalled one is closed at its handshake deadline, and the newest waiting (a
+    real client) is answered as soon as a slot frees."""
+    monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
+    monkeypatch.setattr(MetricsServer, "handshake_timeout", 1.5)
+    monkeypatch.setattr(MetricsServer, "handshake_turn", 5.0)  # the deadline comes first
+    # Two take the slots, the third waits.
+    with _stalled_tls_handshakes(registry, tmp_path, 3) as (server, stalled, ca):
+        started = time.monotonic()
+        _scrape_over_tls(server, ca)
+        assert 1 < time.monotonic() - started < 3, "served when the first slot freed"
+        for sock in stalled:
+            assert _closed_by_server(sock), "closed at its handshake deadline"
 
 
 def test_stalled_tls_handshakes_give_their_places_to_a_waiting_client(registry, monkeypatch,
@@ -231,34 +246,14 @@ def test_stalled_tls_handshakes_give_their_places_to_a_waiting_client(registry, 
     """Stalled TLS clients holding every handshake place lose them once they have had their
     turn (handshake_turn) while a client waits, long before their deadline: they cannot keep
     a scraper waiting."""
-    import ssl
-
-    from tests.load_clients import PARTIAL_HELLO
-    from tests.pki import make_pki
-
     monkeypatch.setattr(MetricsServer, "max_handshakes", 2)
     monkeypatch.setattr(MetricsServer, "handshake_timeout", 30.0)
     monkeypatch.setattr(MetricsServer, "handshake_turn", 0.5)
-    pki = make_pki(str(tmp_path))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki["server_cert"], pki["server_key"])
-    server = MetricsServer("127.0.0.1", 0, registry, ssl_context=context)
-    stalled = []
-    try:
-        for _ in range(2):
-            stalled.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-            stalled[-1].sendall(PARTIAL_HELLO)
-        time.sleep(0.1)
+    with _stalled_tls_handshakes(registry, tmp_path, 2) as (server, stalled, ca):
         started = time.monotonic()
-        with urllib.request.urlopen(server.url, timeout=10, context=ssl.create_default_context(
-                cafile=pki["ca"])) as response:
-            assert response.status == 200
+        _scrape_over_tls(server, ca)
         assert time.monotonic() - started < 5, "served after a turn, not at the 30 s deadline"
         assert _closed_by_server(stalled[0]), "the oldest stalled client gave up its place"
-    finally:
-        server.shutdown()
-        for sock in stalled:
-            sock.close()
 
 
 def test_memory_is_given_back_once_a_crowd_has_gone(registry, monkeypatch):
