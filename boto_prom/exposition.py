@@ -4,8 +4,9 @@
 landing page, to GET and HEAD (any other method gets a 405); :func:`make_multiprocess_app`
 serves the same from a multiprocess directory. The server (:class:`MetricsServer`) is one
 asyncio event loop on a daemon thread, with h11 for HTTP/1.1: every connection waits at the
-cost of a few kilobytes under deadlines of its own (TLS handshake, headers, body, keep-alive),
-so no client, idle, slow or flooding wrong passwords, can keep a scrape from being answered.
+cost of a couple of kilobytes under deadlines of its own (TLS handshake, headers, body,
+keep-alive), so no client, idle, slow, scraping in a loop or flooding wrong passwords, can
+keep a scrape from being answered.
 It serves TLS and basic auth from a web config (:mod:`boto_prom.webconfig`), never prints a
 traceback, and fails with one sentence for a busy port or an address this machine cannot bind.
 :func:`serve` starts it once per process; later callers reuse it or are told in one sentence
@@ -38,6 +39,7 @@ import errno
 import gc
 import io
 import logging
+import math
 import queue
 import socket
 import ssl
@@ -45,7 +47,7 @@ import sys
 import threading
 import urllib.parse
 from asyncio import selector_events, sslproto
-from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import h11
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
@@ -184,6 +186,9 @@ class _DaemonPool:
                     future.set_result(fn(*args))
                 except BaseException as exc:  # handed to the waiting connection
                     future.set_exception(exc)
+            # Drop the job before waiting for the next: its future holds the connection it
+            # answered (and, over TLS, OpenSSL's state) for as long as this thread waits.
+            del job, future, fn, args
 
     def submit(self, fn: Callable, *args: Any) -> "concurrent.futures.Future":
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -275,36 +280,232 @@ class _SSLProtocol(sslproto.SSLProtocol):  # type: ignore[misc,valid-type]
 
 
 class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
-    """asyncio's loop, with a small read buffer per TLS connection.
+    """asyncio's loop, handing accepted sockets straight to a protocol, with a small read
+    buffer per TLS connection.
+
+    ``connect_accepted_socket`` runs a task per connection until it is open: a TLS
+    handshake's worth of a task, a coroutine and what their wake-ups leave behind, for every
+    client of a flood. :meth:`open_plain` and :meth:`open_tls` make the transport as that
+    method does (its private ``_make_*_transport``, the same since 3.8), with no task; a TLS
+    handshake's end is told by the waiter, done or failed.
 
     asyncio gives each TLS connection a 256 KiB read buffer (3.11 and later allocate it up
     front, older versions on every read): 250 MB for 1,000 idle clients. Ours reads 4 KiB at
     a time: a scrape's request is a few hundred bytes, and anything longer simply takes more
-    reads. This is asyncio's own method (the same since 3.8, less 3.12's check that a socket
-    has no transport yet: ours are freshly accepted) with our protocol class in it, since
-    ``max_size`` is a class attribute there.
+    reads. ``max_size`` is a class attribute of asyncio's protocol, so ours is a subclass.
     """
 
-    def _make_ssl_transport(self, rawsock: socket.socket, protocol: asyncio.Protocol,
-                            sslcontext: ssl.SSLContext, waiter: Any = None, *,
-                            server_side: bool = False, server_hostname: Optional[str] = None,
-                            extra: Optional[dict] = None, server: Any = None,
-                            **timeouts: Any) -> asyncio.Transport:
-        ssl_protocol = _SSLProtocol(self, protocol, sslcontext, waiter, server_side,
-                                    server_hostname, **timeouts)
+    def open_plain(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
+        self._make_socket_transport(sock, protocol)  # type: ignore[attr-defined]
+
+    def open_tls(self, sock: socket.socket, protocol: asyncio.Protocol,
+                 context: ssl.SSLContext, waiter: "asyncio.Future[None]",
+                 handshake_timeout: float) -> asyncio.Transport:
+        ssl_protocol = _SSLProtocol(self, protocol, context, waiter, server_side=True,
+                                    ssl_handshake_timeout=handshake_timeout)
         selector_events._SelectorSocketTransport(  # type: ignore[attr-defined]
-            self, rawsock, ssl_protocol, extra=extra, server=server)
+            self, sock, ssl_protocol)
         return ssl_protocol._app_transport
+
+
+_SWEEP_SPACING = 0.1  # seconds between deadline sweeps, at least
+_SLICE = 8192  # bytes h11 is given at a time
+
+# What a connection is doing, and so which deadline it must meet (see _Client).
+_HEAD, _BODY, _ANSWER, _WRITE, _CLOSING, _CLOSED = range(6)
+
+
+class _Client(asyncio.Protocol):
+    """One connection of a MetricsServer: h11's state for it, what it is doing, and the
+    deadline it must meet next.
+
+    A protocol, not a task with streams: a connection that says nothing costs this object
+    and asyncio's transport, and h11's state only once a byte arrives. Deadlines are a
+    number each, checked by the server's one sweep, rather than a timer per read: a
+    thousand waiting clients schedule nothing, and leave nothing behind when they go.
+    """
+
+    __slots__ = ("server", "transport", "http", "state", "deadline", "idle", "paused",
+                 "request", "headers", "body")
+
+    def __init__(self, server: "MetricsServer") -> None:
+        self.server = server
+        self.transport: Any = None
+        self.http: Optional[h11.Connection] = None  # made on the first byte
+        self.state = _HEAD
+        self.deadline = math.inf
+        self.idle = False  # kept alive between requests: idle_timeout until the next byte
+        self.paused = False  # the transport's buffer is full: the client is slow to read
+        self.request: Optional[h11.Request] = None
+        self.headers: Dict[str, str] = {}
+        self.body = b""
+
+    # -- asyncio's calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.server._opened(self)
+        self._await_request(self.server.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state >= _CLOSING:
+            return
+        if self.http is None:
+            self.http = h11.Connection(h11.SERVER,
+                                       max_incomplete_event_size=self.server.max_request_bytes)
+        if self.idle:  # the next request has begun: its headers are due
+            self.idle = False
+            self._set_deadline(self.server.header_timeout)
+        # In slices: h11 limits only an event still incomplete, so headers larger than
+        # max_request_bytes, read whole in one chunk, would pass.
+        for start in range(0, len(data), _SLICE):
+            self.http.receive_data(data[start:start + _SLICE])
+            if self.state <= _BODY:
+                self._events()
+        # Past the request being answered: pipelined (reading is paused meanwhile); h11
+        # keeps it for the next cycle.
+
+    def eof_received(self) -> bool:
+        if self.http is None or self.state >= _CLOSING:
+            self.close()
+        else:
+            self.http.receive_data(b"")
+            if self.state <= _BODY:
+                self._events()
+        # Plain TCP stays open to answer a request already read (a half-closed client);
+        # TLS cannot, and asyncio warns when asked to.
+        return self.server.ssl_context is None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.state == _WRITE:
+            self._next_request()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.state = _CLOSED
+        self.http = self.request = None
+        self.body = b""
+        self.server._forget(self)
+
+    # -- requests
+
+    def _set_deadline(self, seconds: float) -> None:
+        self.deadline = self.server._loop.time() + seconds
+        self.server._sweep_by(self.deadline)
+
+    def _await_request(self, seconds: float) -> None:
+        self.state = _HEAD
+        self.server._waiting[self] = None  # newest last
+        self._set_deadline(seconds)
+
+    def _events(self) -> None:
+        """Act on what h11 has made of the bytes so far."""
+        http = self.http
+        assert http is not None
+        try:
+            while self.state <= _BODY:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    return
+                if isinstance(event, h11.Request):
+                    self.server._waiting.pop(self, None)
+                    self.state, self.request, self.body, self.idle = _BODY, event, b"", False
+                    self.headers = {name.decode("latin-1"): value.decode("latin-1")
+                                    for name, value in event.headers}  # h11 lowercases
+                    self._set_deadline(self.server.body_timeout)
+                    declared = self.headers.get("content-length")
+                    if declared is not None and int(declared) > self.server.max_request_bytes:
+                        self.respond(_text("413 Content Too Large", "request too large\n"))
+                elif isinstance(event, h11.Data):
+                    self.body += event.data
+                    if len(self.body) > self.server.max_request_bytes:
+                        self.respond(_text("413 Content Too Large", "request too large\n"))
+                elif isinstance(event, h11.EndOfMessage):
+                    self.state, self.deadline = _ANSWER, math.inf  # the server's time now
+                    self.transport.pause_reading()
+                    self.server._answer(self)
+                else:  # ConnectionClosed: the client hung up between requests
+                    self.close()
+        except h11.RemoteProtocolError as exc:
+            if http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status = exc.error_status_hint
+                phrase = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
+                self.respond(_text(f"{status} {phrase}", "bad request\n"), close=True)
+            else:
+                self.close()
+
+    def respond(self, answer: _Answer, close: bool = False) -> None:
+        """Send answer to the request read; then the next request, or the close."""
+        http = self.http
+        if self.state >= _CLOSING or http is None:
+            return  # gone while its answer was made
+        code, _, reason = answer.status.partition(" ")
+        headers = list(answer.headers)
+        if self.server.web_config is not None:
+            headers += self.server.web_config.headers
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers.append(("Content-Length", str(len(answer.body))))
+        if close or http.their_state is not h11.DONE:
+            headers.append(("Connection", "close"))  # a body left unread: no next request
+        try:
+            parts = [http.send(h11.Response(status_code=int(code), reason=reason,
+                                            headers=headers))]
+            if self.request is None or self.request.method != b"HEAD":
+                parts.append(http.send(h11.Data(data=answer.body)))
+            parts.append(http.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:  # an answer h11 will not send (the app's doing)
+            _log.debug("boto-prom: metrics server: cannot send an answer", exc_info=True)
+            self.close()
+            return
+        self.transport.write(b"".join(parts))
+        self.request, self.headers, self.body = None, {}, b""
+        if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+            self.close()
+        elif self.paused:  # the rest waits in the buffer: the client must take it in time
+            self.state = _WRITE
+            self._set_deadline(self.server.write_timeout)
+        else:
+            self._next_request()
+
+    def _next_request(self) -> None:
+        assert self.http is not None
+        self.http.start_next_cycle()
+        self.idle = True
+        self._await_request(self.server.idle_timeout)
+        self.transport.resume_reading()
+        self._events()  # one may be here already (pipelined)
+
+    def close(self) -> None:
+        """Close: what is in the buffer goes out first (HTTP/1.0 clients, a 413), under the
+        write deadline."""
+        if self.state >= _CLOSING:
+            return
+        self.state = _CLOSING
+        self.server._waiting.pop(self, None)
+        self._set_deadline(self.server.write_timeout)
+        self.transport.close()
+
+    def expire(self) -> None:
+        """The deadline has passed: a client past it gets no answer, and no more time."""
+        if self.state in (_HEAD, _BODY):
+            self.close()
+        else:  # it would not take an answer, or a close: reset it
+            self.transport.abort()
 
 
 class MetricsServer:
     """A running metrics server: listening from construction, on daemon threads.
 
-    One asyncio event loop holds every connection, each under deadlines of its own, and h11
-    speaks HTTP/1.1 for it; an idle or trickling client costs kilobytes (tens of them over TLS,
-    most of it OpenSSL's) and nobody else's time. The WSGI app runs in a small pool of threads, bcrypt in a smaller one, so neither a
-    slow collector nor a storm of wrong passwords blocks the loop. Build one with
-    :func:`serve` (the process's one server) unless you want another.
+    One asyncio event loop holds every connection as a small protocol object under deadlines
+    of its own, and h11 speaks HTTP/1.1 for it; an idle or trickling client costs a couple of
+    kilobytes (tens of them over TLS, most of it OpenSSL's) and nobody else's time. The WSGI
+    app runs in a small pool of threads, bcrypt in a smaller one, so neither a slow collector
+    nor a storm of wrong passwords blocks the loop; clients asking the same while it is being
+    answered share the next answer, so a storm of scrapes costs one collection at a time.
+    Build one with :func:`serve` (the process's one server) unless you want another.
 
     Args:
         addr: the address to bind (an IP address or a host name).
@@ -375,13 +576,18 @@ class MetricsServer:
         self.ssl_context = ssl_context
         self._sock = _listen(addr, port)
         self.port: int = self._sock.getsockname()[1]
-        self._waiting: Dict[asyncio.StreamWriter, None] = {}  # oldest first
-        self._connections: Set[asyncio.StreamWriter] = set()
+        self._connections: Dict[_Client, None] = {}
+        self._waiting: Dict[_Client, None] = {}  # for a request, oldest first
+        # Answers being made, by request: (clients it answers, clients for the next one).
+        self._rendering: Dict[tuple, Tuple[List[_Client], List[_Client]]] = {}
+        self._sweep: Optional[asyncio.TimerHandle] = None  # the next deadline sweep
+        self._sweep_at = math.inf
         self._auth_waiting = 0
         self._accept_failed_at = 0.0
         self._pending: Deque[Tuple[socket.socket, float]] = collections.deque()  # accepted
-        # Handshakes under way, oldest first, with the loop time each started.
-        self._handshaking: Dict["asyncio.Task[None]", float] = {}
+        # Handshakes under way by their waiters, oldest first: when each started (loop time),
+        # and its transport.
+        self._handshaking: Dict["asyncio.Future[None]", Tuple[float, asyncio.Transport]] = {}
         self._turns: Optional[asyncio.TimerHandle] = None  # the next look at the oldest
         self._crowd = 0  # the most connections held since memory was last given back
         self._closed = False
@@ -431,7 +637,8 @@ class MetricsServer:
             self._loop.close()
 
     async def _accept(self) -> None:
-        """Accept every connection at once, and shake hands with at most max_handshakes.
+        """Accept every connection at once: plain ones open at once, TLS ones shake hands
+        max_handshakes at a time.
 
         A TLS handshake in progress holds tens of kilobytes of OpenSSL's buffers (an
         established connection a third of that): a thousand clients connecting at once would
@@ -455,8 +662,11 @@ class MetricsServer:
                              "connection (%s); retrying every second", exc)
                     await asyncio.sleep(1)
                 continue
-            self._pending.append((sock, self._loop.time() + self.handshake_timeout))
-            self._next_handshakes()
+            if self.ssl_context is None:
+                self._loop.open_plain(sock, _Client(self))
+            else:
+                self._pending.append((sock, self._loop.time() + self.handshake_timeout))
+                self._next_handshakes()
 
     def _turn_over(self) -> None:
         self._turns = None
@@ -468,22 +678,34 @@ class MetricsServer:
             self._pending.popleft()[0].close()
         handshaking = self._handshaking
         while self._pending and len(handshaking) >= self.max_handshakes:
-            oldest, started = next(iter(handshaking.items()))
+            oldest, (started, transport) = next(iter(handshaking.items()))
             if now - started < self.handshake_turn:
                 if self._turns is None:
                     self._turns = self._loop.call_at(started + self.handshake_turn,
                                                      self._turn_over)
                 break
             del handshaking[oldest]
-            oldest.cancel()  # _open closes its socket
+            transport.abort()  # its waiter fails: _handshake_done
         while self._pending and len(handshaking) < self.max_handshakes:
             sock, deadline = self._pending.pop()
-            task = self._loop.create_task(self._open(sock, deadline - now))
-            handshaking[task] = now
-            task.add_done_callback(self._handshake_done)
+            waiter = self._loop.create_future()
+            handshaking[waiter] = (now, self._loop.open_tls(
+                sock, _Client(self), self.ssl_context, waiter, deadline - now))
+            waiter.add_done_callback(self._handshake_done)
 
-    def _handshake_done(self, task: "asyncio.Task[None]") -> None:
-        if self._handshaking.pop(task, None) is not None or self._pending:
+    def _handshake_done(self, waiter: "asyncio.Future[None]") -> None:
+        under_way = self._handshaking.pop(waiter, None)
+        if not waiter.cancelled() and waiter.exception() is not None:
+            exc = waiter.exception()
+            # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port,
+            # no client certificate) is routine: never a traceback on stderr.
+            _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
+            # Its traceback holds the frames that hold the connection: without them, the
+            # connection (and OpenSSL's memory) is freed now, not at a later collection.
+            exc.__traceback__ = None
+            if under_way is not None:
+                under_way[1].close()
+        if under_way is not None or self._pending:
             self._next_handshakes()
 
     def _held(self) -> int:
@@ -498,35 +720,127 @@ class MetricsServer:
             self._crowd = held
         self._loop.call_later(5, self._tidy)
 
-    async def _open(self, sock: socket.socket, handshake_timeout: float) -> None:
-        """sock as a stream (after its TLS handshake, when there is TLS) for _connection."""
-        reader = asyncio.StreamReader(limit=self.max_request_bytes, loop=self._loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self._connection, loop=self._loop)
-        tls = {} if self.ssl_context is None else {
-            "ssl": self.ssl_context, "ssl_handshake_timeout": handshake_timeout}
+    # -- connections (_Client calls these)
+
+    def _opened(self, client: _Client) -> None:
+        self._connections[client] = None
+        self._crowd = max(self._crowd, self._held())
+        if len(self._connections) > self.max_connections and self._waiting:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+
+    def _forget(self, client: _Client) -> None:
+        self._connections.pop(client, None)
+        self._waiting.pop(client, None)
+
+    def _sweep_by(self, deadline: float) -> None:
+        """Make sure a sweep comes by deadline (or a moment later: sweeps are spaced)."""
+        if deadline < self._sweep_at:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep_at = max(deadline, self._loop.time() + _SWEEP_SPACING)
+            self._sweep = self._loop.call_at(self._sweep_at, self._sweep_deadlines)
+
+    def _sweep_deadlines(self) -> None:
+        """Close every connection past its deadline; come back by the next one."""
+        self._sweep, self._sweep_at = None, math.inf
+        now = self._loop.time()
+        soonest = math.inf
+        for client in list(self._connections):
+            if client.deadline <= now:
+                client.expire()
+            soonest = min(soonest, client.deadline)  # expire() sets the close's own
+        if soonest < math.inf:
+            self._sweep_by(soonest)
+
+    # -- answers
+
+    def _answer(self, client: _Client) -> None:
+        """Answer client's request: check its password if asked to, then render."""
+        config = self.web_config
+        if config is not None and config.users:
+            authorization = client.headers.get("authorization")
+            verdict = config.cached(authorization)
+            if verdict is None:
+                if self._auth_waiting >= self.max_auth_waiting:
+                    client.respond(_text("503 Service Unavailable", "too many password "
+                                         "checks; try again\n", ("Retry-After", "1")))
+                    return
+                self._auth_waiting += 1
+                self._auth_pool.submit(config.check, authorization).add_done_callback(
+                    lambda checked: self._on_loop(self._checked, client, checked))
+                return
+            if not verdict:
+                client.respond(_Answer(*UNAUTHORIZED))
+                return
+        self._render(client)
+
+    def _checked(self, client: _Client, checked: "concurrent.futures.Future") -> None:
+        self._auth_waiting -= 1
         try:
-            await self._loop.connect_accepted_socket(lambda: protocol, sock, **tls)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-            # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port,
-            # no client certificate) is routine: never a traceback on stderr.
-            _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
-            # asyncio's waiter holds this exception, and its traceback the frames that hold
-            # the waiter: without the frames, the failed connection (and OpenSSL's memory)
-            # is freed now rather than at some later full garbage collection.
-            exc.__traceback__ = None
-            sock.close()
-        except asyncio.CancelledError:
-            sock.close()  # its turn is over (or the server stops)
-            raise
+            verdict = checked.result()
+        except Exception:
+            _log.debug("boto-prom: a password check failed", exc_info=True)
+            client.respond(_text("500 Internal Server Error", "internal server error\n"))
+            return
+        if not verdict:
+            client.respond(_Answer(*UNAUTHORIZED))
+        elif client.state == _ANSWER:  # still there
+            self._render(client)
+
+    def _render(self, client: _Client) -> None:
+        """Have the app answer client, in the app's threads.
+
+        Clients asking the same (same method, path, query, Accept, Accept-Encoding and body) while
+        it is being answered wait for the next answer and share it: each gets an answer
+        begun after it asked, and a crowd of scrapers costs one collection at a time, so a
+        scraper is never queued behind a crowd's.
+        """
+        environ = self._environ(client)
+        key = (environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["QUERY_STRING"],
+               environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"), client.body)
+        batches = self._rendering.get(key)
+        if batches is not None:
+            batches[1].append(client)  # the next answer
+            return
+        self._rendering[key] = ([client], [])
+        self._start_render(key, environ)
+
+    def _start_render(self, key: tuple, environ: dict) -> None:
+        self._app_pool.submit(_call_app, self.app, environ).add_done_callback(
+            lambda rendered: self._on_loop(self._rendered, key, rendered))
+
+    def _rendered(self, key: tuple, rendered: "concurrent.futures.Future") -> None:
+        clients, following = self._rendering.pop(key)
+        try:
+            answer = rendered.result()  # _call_app answers an app's errors with a 500
+        except BaseException:  # the pool's thread was stopped under it
+            answer = _text("500 Internal Server Error", "internal server error\n")
+        for client in clients:
+            client.respond(answer)
+        following = [client for client in following if client.state == _ANSWER]
+        if following:
+            self._rendering[key] = (following, [])
+            self._start_render(key, self._environ(following[0]))
+
+    def _on_loop(self, callback: Callable, *args: Any) -> None:
+        """callback(*args) on the loop's thread, from a pool's; nothing once it has stopped."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the server has stopped: nobody is waiting
 
     async def _stop(self) -> None:
         self._accepting.cancel()
         for sock, _ in self._pending:
             sock.close()
         self._pending.clear()
-        for writer in list(self._connections):
-            writer.transport.abort()
-        # Finish every connection's task, so none is destroyed pending (asyncio would print).
+        for _, transport in list(self._handshaking.values()):
+            transport.abort()
+        for client in list(self._connections):
+            client.transport.abort()
+        # Finish every task, so none is destroyed pending (asyncio would print).
         tasks = asyncio.all_tasks() - {asyncio.current_task()}
         for task in tasks:
             task.cancel()
@@ -538,113 +852,12 @@ class MetricsServer:
         _log.debug("boto-prom: metrics server: %s", context.get("message"),
                    exc_info=context.get("exception"))
 
-    async def _connection(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        self._crowd = max(self._crowd, self._held())
-        if len(self._connections) > self.max_connections and self._waiting:
-            oldest = next(iter(self._waiting))
-            del self._waiting[oldest]
-            oldest.transport.abort()
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_request_bytes)
-        try:
-            deadline = self._loop.time() + self.header_timeout
-            while True:
-                self._waiting[writer] = None
-                request = await self._request(conn, reader, deadline)
-                self._waiting.pop(writer, None)
-                if not isinstance(request, h11.Request):
-                    return  # the client hung up between requests
-                answer = await self._answer(conn, reader, request, writer)
-                await self._send(conn, writer, request, answer)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-                deadline = None
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                status = exc.error_status_hint
-                phrase = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
-                await self._send(conn, writer, None,
-                                 _text(f"{status} {phrase}", "bad request\n"), close=True)
-        except (asyncio.TimeoutError, ConnectionError, OSError, h11.LocalProtocolError):
-            pass  # past a deadline, hung up, or reset: nothing to say to it
-        finally:
-            self._waiting.pop(writer, None)
-            self._connections.discard(writer)
-            # close, not abort: an answer still in the buffer goes out first (HTTP/1.0
-            # clients, a 413), under the write deadline.
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), self.write_timeout)
-            except (asyncio.TimeoutError, OSError):
-                writer.transport.abort()
-
-    async def _read(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                    deadline: float) -> Any:
-        """conn's next event, reading until it comes or the deadline passes."""
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            left = deadline - self._loop.time()
-            if left <= 0:
-                raise asyncio.TimeoutError
-            conn.receive_data(await asyncio.wait_for(reader.read(8192), left))
-
-    async def _request(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                       deadline: Optional[float]) -> Any:
-        """The next request's head; deadline None: a kept-alive connection, idle until then."""
-        if deadline is None:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # pipelined: already here
-            conn.receive_data(await asyncio.wait_for(reader.read(8192), self.idle_timeout))
-            deadline = self._loop.time() + self.header_timeout
-        return await self._read(conn, reader, deadline)
-
-    async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                      request: h11.Request, writer: asyncio.StreamWriter) -> _Answer:
-        headers = {name.decode("latin-1"): value.decode("latin-1")
-                   for name, value in request.headers}  # h11 lowercases names
-        declared = headers.get("content-length")
-        if declared is not None and int(declared) > self.max_request_bytes:
-            return _text("413 Content Too Large", "request too large\n")
-        body = b""
-        deadline = self._loop.time() + self.body_timeout
-        while True:
-            event = await self._read(conn, reader, deadline)
-            if isinstance(event, h11.EndOfMessage):
-                break
-            if isinstance(event, h11.ConnectionClosed):
-                raise ConnectionResetError
-            body += event.data
-            if len(body) > self.max_request_bytes:
-                return _text("413 Content Too Large", "request too large\n")
-        config = self.web_config
-        if config is not None and config.users:
-            authorization = headers.get("authorization")
-            verdict = config.cached(authorization)
-            if verdict is None:
-                if self._auth_waiting >= self.max_auth_waiting:
-                    return _text("503 Service Unavailable", "too many password checks; try "
-                                 "again\n", ("Retry-After", "1"))
-                self._auth_waiting += 1
-                try:
-                    verdict = await asyncio.wrap_future(
-                        self._auth_pool.submit(config.check, authorization))
-                finally:
-                    self._auth_waiting -= 1
-            if not verdict:
-                return _Answer(*UNAUTHORIZED)
-        environ = self._environ(request, headers, body, writer)
-        return await asyncio.wrap_future(self._app_pool.submit(_call_app, self.app, environ))
-
-    def _environ(self, request: h11.Request, headers: Dict[str, str], body: bytes,
-                 writer: asyncio.StreamWriter) -> dict:
+    def _environ(self, client: _Client) -> dict:
+        request, headers, body = client.request, client.headers, client.body
+        assert request is not None
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
-        peer = writer.get_extra_info("peername") or ("", 0)
+        peer = client.transport.get_extra_info("peername") or ("", 0)
         environ = {
             "REQUEST_METHOD": request.method.decode("ascii"),
             "SCRIPT_NAME": "",
@@ -668,24 +881,6 @@ class MetricsServer:
             if name not in ("content-length", "content-type"):
                 environ["HTTP_" + name.upper().replace("-", "_")] = value
         return environ
-
-    async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter,
-                    request: Optional[h11.Request], answer: _Answer,
-                    close: bool = False) -> None:
-        code, _, reason = answer.status.partition(" ")
-        headers = list(answer.headers)
-        if self.web_config is not None:
-            headers += self.web_config.headers
-        if not any(name.lower() == "content-length" for name, _ in headers):
-            headers.append(("Content-Length", str(len(answer.body))))
-        if close or conn.their_state is not h11.DONE:
-            headers.append(("Connection", "close"))  # a body left unread: no next request
-        writer.write(conn.send(h11.Response(status_code=int(code), reason=reason,
-                                            headers=headers)))
-        if request is None or request.method != b"HEAD":
-            writer.write(conn.send(h11.Data(data=answer.body)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await asyncio.wait_for(writer.drain(), self.write_timeout)
 
 
 def _listen(addr: str, port: int) -> socket.socket:

@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -389,6 +390,136 @@ def test_head_answers_like_get_and_other_methods_get_405(registry, path):
         assert response.status == 405, method
         assert response.getheader("Allow") == "GET, HEAD"
     connection.close()
+
+
+class _SlowCountingCollector:
+    """A collector that takes a while and says how many times it has been collected."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, 0
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        self.calls += 1
+        call = self.calls
+        time.sleep(self.seconds)
+        yield GaugeMetricFamily("boto_test_collection", "which collection this is", value=call)
+
+
+def _collection_number(body):
+    for line in body.splitlines():
+        if line.startswith("boto_test_collection "):
+            return float(line.split()[1])
+    raise AssertionError(body)
+
+
+def test_scrapes_asking_meanwhile_share_the_next_collection(registry):
+    """Twenty clients asking while a collection runs share the next one: each answer was
+    begun after its request, and the crowd costs two collections, not twenty-one."""
+    collector = _SlowCountingCollector(0.5)
+    registry.register(collector)
+    server = start(registry, "127.0.0.1", 0)
+    seen = {}
+
+    def scrape(name):
+        seen[name] = _collection_number(fetch(server.url)[2])
+
+    first = threading.Thread(target=scrape, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 5
+    while collector.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    crowd = [threading.Thread(target=scrape, args=(n,)) for n in range(20)]
+    for thread in crowd:
+        thread.start()
+    for thread in [first, *crowd]:
+        thread.join(10)
+    assert seen.pop("first") == 1
+    assert set(seen.values()) == {2.0} and len(seen) == 20
+    assert collector.calls == 2
+    assert fetch(server.url)[0] == 200 and collector.calls == 3, "a later scrape collects anew"
+
+
+def test_different_scrapes_are_not_shared(registry):
+    """Scrapes asking for different answers (text and OpenMetrics) each get their own."""
+    collector = _SlowCountingCollector(0.3)
+    registry.register(collector)
+    server = start(registry, "127.0.0.1", 0)
+    answers = {}
+
+    def scrape(accept):
+        answers[accept] = fetch(server.url, accept)[1]
+
+    threads = [threading.Thread(target=scrape, args=(accept,))
+               for accept in ("text/plain", "application/openmetrics-text")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers["text/plain"].startswith("text/plain")
+    assert answers["application/openmetrics-text"].startswith("application/openmetrics-text")
+    assert collector.calls == 2
+
+
+def test_pipelined_requests_are_answered_in_order(registry):
+    """Three requests sent at once on one connection get three answers, in order."""
+    server = start(registry, "127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"404", b"200"]
+
+
+def test_client_that_half_closes_after_its_request_gets_the_answer(registry):
+    """A client that shuts its sending side after the request (as some HTTP/1.0 tools do)
+    still reads the whole answer."""
+    server = start(registry, "127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok\n")
+
+
+def test_idle_connections_hold_no_task_and_no_timer(registry):
+    """A hundred silent clients are a hundred protocol objects: no task, and no timer of
+    their own in the loop (one sweep keeps every deadline)."""
+    import asyncio
+
+    server = MetricsServer("127.0.0.1", 0, registry)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(100)]
+    try:
+        deadline = time.monotonic() + 10
+        while len(server._connections) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tasks = asyncio.run_coroutine_threadsafe(_count_tasks(), server._loop).result(5)
+        assert len(server._connections) == 100
+        assert tasks == 1, "only the accept loop"
+        assert len(server._loop._scheduled) <= 3, "the sweep and the tidy-up, no more"
+    finally:
+        server.shutdown()
+        for sock in held:
+            sock.close()
+
+
+async def _count_tasks():
+    import asyncio
+
+    return len(asyncio.all_tasks()) - 1  # not this one
 
 
 def test_http_1_0_client_gets_the_whole_scrape_before_the_close(registry):
