@@ -46,7 +46,6 @@ import ssl
 import sys
 import threading
 import urllib.parse
-from asyncio import selector_events, sslproto
 from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import h11
@@ -78,6 +77,11 @@ _log = logging.getLogger("boto_prom")
 
 
 # --- the apps ---------------------------------------------------------------------------------
+
+_SHARED_ANSWERS = "_boto_prom_shared_answers"
+"""Set on boto-prom's own apps, whose answer depends only on the request's method, path,
+query, Accept, Accept-Encoding and body: the server may answer requests alike with one call."""
+
 
 def make_app(registry: CollectorRegistry) -> WSGIApp:
     """The WSGI app behind the server, for mounting in a web framework of your own.
@@ -116,6 +120,7 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
             ("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")])
         return [b"method not allowed: use GET or HEAD\n"]
 
+    setattr(app, _SHARED_ANSWERS, True)
     return app
 
 
@@ -159,6 +164,7 @@ def make_multiprocess_app(path: Optional[str] = None) -> WSGIApp:
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         return make_app(multiprocess_registry(path))(environ, start_response)
 
+    setattr(app, _SHARED_ANSWERS, True)
     return app
 
 
@@ -221,12 +227,10 @@ _malloc_trim_or_nothing = _malloc_trim()
 def _give_back_memory() -> None:
     """Give the memory a crowd of connections held back to the system, once it has gone.
 
-    Connections that end in an error (a client gone mid-answer, a reset) leave reference
-    cycles through asyncio's streams and the exceptions' tracebacks, each holding its
-    connection (and its OpenSSL state) until a full garbage collection; and glibc keeps what
-    a thread's heap grew to, free but not given back, unless asked. Measured after a thousand
-    TLS clients left: tens of megabytes in both. Called only when most of a crowd has gone,
-    never per request.
+    glibc keeps what a thread's heap grew to, free but not given back, unless asked (tens of
+    megabytes after a thousand TLS clients left, most of it OpenSSL's); a collection first,
+    so that whatever an exception's traceback still holds in a cycle is freed before the
+    trim. Called only when most of a crowd has gone, never per request.
     """
     gc.collect()
     _malloc_trim_or_nothing()
@@ -272,47 +276,27 @@ def _call_app(app: WSGIApp, environ: dict) -> _Answer:
         return _text("500 Internal Server Error", "internal server error\n")
 
 
-_TLS_READ_BYTES = 4096
-
-
-class _SSLProtocol(sslproto.SSLProtocol):  # type: ignore[misc,valid-type]
-    max_size = _TLS_READ_BYTES
-
-
 class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
-    """asyncio's loop, handing accepted sockets straight to a protocol, with a small read
-    buffer per TLS connection.
+    """asyncio's loop, handing accepted sockets straight to a protocol.
 
-    ``connect_accepted_socket`` runs a task per connection until it is open: a TLS
-    handshake's worth of a task, a coroutine and what their wake-ups leave behind, for every
-    client of a flood. :meth:`open_plain` and :meth:`open_tls` make the transport as that
-    method does (its private ``_make_*_transport``, the same since 3.8), with no task; a TLS
-    handshake's end is told by the waiter, done or failed.
-
-    asyncio gives each TLS connection a 256 KiB read buffer (3.11 and later allocate it up
-    front, older versions on every read): 250 MB for 1,000 idle clients. Ours reads 4 KiB at
-    a time: a scrape's request is a few hundred bytes, and anything longer simply takes more
-    reads. ``max_size`` is a class attribute of asyncio's protocol, so ours is a subclass.
+    ``connect_accepted_socket`` runs a task per connection until it is open, and over TLS
+    wraps it in asyncio's TLS protocol: a task, a coroutine, a 4 to 256 KiB read buffer,
+    timers for the handshake and the shutdown, for every client of a flood. Here the
+    transport is made as that method makes it (its private ``_make_socket_transport``, the
+    same since 3.8), with no task, and TLS is :class:`_Client`'s own, through ssl's memory
+    BIOs.
     """
 
-    def open_plain(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
-        self._make_socket_transport(sock, protocol)  # type: ignore[attr-defined]
-
-    def open_tls(self, sock: socket.socket, protocol: asyncio.Protocol,
-                 context: ssl.SSLContext, waiter: "asyncio.Future[None]",
-                 handshake_timeout: float) -> asyncio.Transport:
-        ssl_protocol = _SSLProtocol(self, protocol, context, waiter, server_side=True,
-                                    ssl_handshake_timeout=handshake_timeout)
-        selector_events._SelectorSocketTransport(  # type: ignore[attr-defined]
-            self, sock, ssl_protocol)
-        return ssl_protocol._app_transport
+    def open_plain(self, sock: socket.socket, protocol: asyncio.Protocol) -> asyncio.Transport:
+        return self._make_socket_transport(sock, protocol)  # type: ignore[attr-defined]
 
 
 _SWEEP_SPACING = 0.1  # seconds between deadline sweeps, at least
 _SLICE = 8192  # bytes h11 is given at a time
+_NO_HEADERS: Dict[str, str] = {}  # never written to
 
 # What a connection is doing, and so which deadline it must meet (see _Client).
-_HEAD, _BODY, _ANSWER, _WRITE, _CLOSING, _CLOSED = range(6)
+_HANDSHAKE, _HEAD, _BODY, _ANSWER, _WRITE, _CLOSING, _CLOSED = range(7)
 
 
 class _Client(asyncio.Protocol):
@@ -323,12 +307,16 @@ class _Client(asyncio.Protocol):
     and asyncio's transport, and h11's state only once a byte arrives. Deadlines are a
     number each, checked by the server's one sweep, rather than a timer per read: a
     thousand waiting clients schedule nothing, and leave nothing behind when they go.
+
+    Over TLS it holds an :class:`ssl.SSLObject` between two memory BIOs, as asyncio's own
+    TLS protocol does, without that protocol's buffers, task and timers: bytes from the
+    transport go in, requests come out, and answers go back the same way.
     """
 
     __slots__ = ("server", "transport", "http", "state", "deadline", "idle", "paused",
-                 "request", "headers", "body")
+                 "request", "headers", "body", "tls", "incoming", "outgoing", "reading")
 
-    def __init__(self, server: "MetricsServer") -> None:
+    def __init__(self, server: "MetricsServer", handshake_deadline: float = math.inf) -> None:
         self.server = server
         self.transport: Any = None
         self.http: Optional[h11.Connection] = None  # made on the first byte
@@ -337,19 +325,41 @@ class _Client(asyncio.Protocol):
         self.idle = False  # kept alive between requests: idle_timeout until the next byte
         self.paused = False  # the transport's buffer is full: the client is slow to read
         self.request: Optional[h11.Request] = None
-        self.headers: Dict[str, str] = {}
+        self.headers: Dict[str, str] = _NO_HEADERS
         self.body = b""
+        self.reading = False  # in _events: requests answered at once go on in its loop
+        self.tls: Optional[ssl.SSLObject] = None
+        if server.ssl_context is not None:
+            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = server.ssl_context.wrap_bio(self.incoming, self.outgoing,
+                                                   server_side=True)
+            self.state, self.deadline = _HANDSHAKE, handshake_deadline
 
     # -- asyncio's calls
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if self.state != _HANDSHAKE:
+            self._opened()
+
+    def _opened(self) -> None:
         self.server._opened(self)
         self._await_request(self.server.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.state >= _CLOSING:
             return
+        if self.tls is None:
+            self._received(data)
+            return
+        data, ended = self._decrypt(data)
+        if data and self.state < _CLOSING:
+            self._received(data)
+        if ended and self.state < _CLOSING:
+            self._ended()
+
+    def _received(self, data: bytes) -> None:
+        """Bytes of requests, in the clear."""
         if self.http is None:
             self.http = h11.Connection(h11.SERVER,
                                        max_incomplete_event_size=self.server.max_request_bytes)
@@ -366,15 +376,19 @@ class _Client(asyncio.Protocol):
         # keeps it for the next cycle.
 
     def eof_received(self) -> bool:
-        if self.http is None or self.state >= _CLOSING:
+        self._ended()
+        # Plain TCP stays open to answer a request already read (a half-closed client);
+        # over TLS the client is gone.
+        return self.tls is None
+
+    def _ended(self) -> None:
+        """The client will send no more."""
+        if self.http is None or self.state >= _CLOSING or self.state == _HANDSHAKE:
             self.close()
         else:
             self.http.receive_data(b"")
             if self.state <= _BODY:
                 self._events()
-        # Plain TCP stays open to answer a request already read (a half-closed client);
-        # TLS cannot, and asyncio warns when asked to.
-        return self.server.ssl_context is None
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -386,9 +400,74 @@ class _Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.state = _CLOSED
-        self.http = self.request = None
+        # OpenSSL's memory goes now, not when the last reference to this object does.
+        self.http = self.request = self.tls = self.incoming = self.outgoing = None
+        self.headers = _NO_HEADERS
         self.body = b""
         self.server._forget(self)
+
+    # -- TLS
+
+    def _decrypt(self, data: bytes) -> Tuple[bytes, bool]:
+        """data from the wire in, (bytes in the clear, whether the client closed TLS) out;
+        shakes hands first."""
+        tls = self.tls
+        assert tls is not None
+        self.incoming.write(data)
+        if self.state == _HANDSHAKE:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                return b"", False
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                # A client that fails the handshake (plain HTTP to the TLS port, no client
+                # certificate) is routine: never a traceback on stderr.
+                _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
+                self.server._handshake_done(self)
+                self.state = _CLOSING
+                self._set_deadline(self.server.write_timeout)
+                self._flush()  # the alert says why
+                self.transport.close()
+                return b"", False
+            self._flush()  # the handshake's last flight (and TLS 1.3's session tickets)
+            self.server._handshake_done(self)
+            self._opened()
+        chunks = []
+        ended = False
+        while True:
+            try:
+                chunk = tls.read(_SLICE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the client's close_notify
+                ended = True
+                break
+            except (ssl.SSLError, OSError) as exc:
+                _log.debug("boto-prom: metrics server: TLS failed: %r", exc)
+                self.transport.abort()
+                return b"", False
+            if not chunk:
+                ended = True
+                break
+            chunks.append(chunk)
+        self._flush()
+        return b"".join(chunks), ended
+
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.transport.write(self.outgoing.read())
+
+    def _write(self, data: bytes) -> None:
+        if self.tls is not None:
+            try:
+                self.tls.write(data)
+            except (ssl.SSLError, OSError) as exc:
+                _log.debug("boto-prom: metrics server: TLS failed: %r", exc)
+                self.transport.abort()
+                return
+            data = self.outgoing.read()
+        self.transport.write(data)
 
     # -- requests
 
@@ -402,9 +481,17 @@ class _Client(asyncio.Protocol):
         self._set_deadline(seconds)
 
     def _events(self) -> None:
-        """Act on what h11 has made of the bytes so far."""
+        """Act on what h11 has made of the bytes so far.
+
+        An answer made at once (a 401, a 413) starts the next request from inside this
+        loop: the loop goes on with it, rather than this method recursing once per
+        pipelined request.
+        """
         http = self.http
         assert http is not None
+        if self.reading:
+            return
+        self.reading = True
         try:
             while self.state <= _BODY:
                 event = http.next_event()
@@ -430,12 +517,15 @@ class _Client(asyncio.Protocol):
                 else:  # ConnectionClosed: the client hung up between requests
                     self.close()
         except h11.RemoteProtocolError as exc:
+            exc.__traceback__ = None  # its frames would hold this connection until a collection
             if http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 status = exc.error_status_hint
                 phrase = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
                 self.respond(_text(f"{status} {phrase}", "bad request\n"), close=True)
             else:
                 self.close()
+        finally:
+            self.reading = False
 
     def respond(self, answer: _Answer, close: bool = False) -> None:
         """Send answer to the request read; then the next request, or the close."""
@@ -456,12 +546,12 @@ class _Client(asyncio.Protocol):
             if self.request is None or self.request.method != b"HEAD":
                 parts.append(http.send(h11.Data(data=answer.body)))
             parts.append(http.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError:  # an answer h11 will not send (the app's doing)
+        except Exception:  # an answer h11 will not send (the app's or a header's doing)
             _log.debug("boto-prom: metrics server: cannot send an answer", exc_info=True)
             self.close()
             return
-        self.transport.write(b"".join(parts))
-        self.request, self.headers, self.body = None, {}, b""
+        self._write(b"".join(parts))
+        self.request, self.headers, self.body = None, _NO_HEADERS, b""
         if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
             self.close()
         elif self.paused:  # the rest waits in the buffer: the client must take it in time
@@ -473,8 +563,9 @@ class _Client(asyncio.Protocol):
     def _next_request(self) -> None:
         assert self.http is not None
         self.http.start_next_cycle()
-        self.idle = True
-        self._await_request(self.server.idle_timeout)
+        begun = bool(self.http.trailing_data[0])  # pipelined: its headers are due already
+        self.idle = not begun
+        self._await_request(self.server.header_timeout if begun else self.server.idle_timeout)
         self.transport.resume_reading()
         self._events()  # one may be here already (pipelined)
 
@@ -483,16 +574,26 @@ class _Client(asyncio.Protocol):
         write deadline."""
         if self.state >= _CLOSING:
             return
+        if self.state == _HANDSHAKE:
+            self.transport.abort()
+            return
         self.state = _CLOSING
         self.server._waiting.pop(self, None)
         self._set_deadline(self.server.write_timeout)
+        if self.tls is not None:  # say so (close_notify), without waiting for the client's
+            try:
+                self.tls.unwrap()
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+            self._flush()
         self.transport.close()
 
     def expire(self) -> None:
-        """The deadline has passed: a client past it gets no answer, and no more time."""
+        """The deadline has passed: a client still sending its request (or shaking hands)
+        gets no answer, and one not taking its answer, or the close, is reset."""
         if self.state in (_HEAD, _BODY):
             self.close()
-        else:  # it would not take an answer, or a close: reset it
+        else:  # a handshake, or a client that would not take an answer or a close: reset
             self.transport.abort()
 
 
@@ -570,6 +671,7 @@ class MetricsServer:
         self.addr = addr
         self.registry = registry
         self.app = app or make_app(registry)
+        self._shared_answers = getattr(self.app, _SHARED_ANSWERS, False)
         self.web_config = web_config
         if ssl_context is None and web_config is not None:
             ssl_context = web_config.ssl_context
@@ -585,9 +687,8 @@ class MetricsServer:
         self._auth_waiting = 0
         self._accept_failed_at = 0.0
         self._pending: Deque[Tuple[socket.socket, float]] = collections.deque()  # accepted
-        # Handshakes under way by their waiters, oldest first: when each started (loop time),
-        # and its transport.
-        self._handshaking: Dict["asyncio.Future[None]", Tuple[float, asyncio.Transport]] = {}
+        # Handshakes under way, oldest first, with the loop time each started.
+        self._handshaking: Dict[_Client, float] = {}
         self._turns: Optional[asyncio.TimerHandle] = None  # the next look at the oldest
         self._crowd = 0  # the most connections held since memory was last given back
         self._closed = False
@@ -662,11 +763,16 @@ class MetricsServer:
                              "connection (%s); retrying every second", exc)
                     await asyncio.sleep(1)
                 continue
-            if self.ssl_context is None:
-                self._loop.open_plain(sock, _Client(self))
-            else:
-                self._pending.append((sock, self._loop.time() + self.handshake_timeout))
-                self._next_handshakes()
+            try:
+                if self.ssl_context is None:
+                    self._loop.open_plain(sock, _Client(self))  # it opens itself
+                else:
+                    self._pending.append((sock, self._loop.time() + self.handshake_timeout))
+                    self._next_handshakes()
+            except Exception:  # never the end of accepting: this one client goes
+                _log.debug("boto-prom: metrics server: cannot open a connection",
+                           exc_info=True)
+                sock.close()
 
     def _turn_over(self) -> None:
         self._turns = None
@@ -678,34 +784,24 @@ class MetricsServer:
             self._pending.popleft()[0].close()
         handshaking = self._handshaking
         while self._pending and len(handshaking) >= self.max_handshakes:
-            oldest, (started, transport) = next(iter(handshaking.items()))
+            oldest, started = next(iter(handshaking.items()))
             if now - started < self.handshake_turn:
                 if self._turns is None:
                     self._turns = self._loop.call_at(started + self.handshake_turn,
                                                      self._turn_over)
                 break
             del handshaking[oldest]
-            transport.abort()  # its waiter fails: _handshake_done
+            oldest.transport.abort()
         while self._pending and len(handshaking) < self.max_handshakes:
             sock, deadline = self._pending.pop()
-            waiter = self._loop.create_future()
-            handshaking[waiter] = (now, self._loop.open_tls(
-                sock, _Client(self), self.ssl_context, waiter, deadline - now))
-            waiter.add_done_callback(self._handshake_done)
+            client = _Client(self, deadline)
+            handshaking[client] = now
+            client.transport = self._loop.open_plain(sock, client)
+            self._sweep_by(deadline)
 
-    def _handshake_done(self, waiter: "asyncio.Future[None]") -> None:
-        under_way = self._handshaking.pop(waiter, None)
-        if not waiter.cancelled() and waiter.exception() is not None:
-            exc = waiter.exception()
-            # A client that fails or abandons the TLS handshake (plain HTTP to the TLS port,
-            # no client certificate) is routine: never a traceback on stderr.
-            _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
-            # Its traceback holds the frames that hold the connection: without them, the
-            # connection (and OpenSSL's memory) is freed now, not at a later collection.
-            exc.__traceback__ = None
-            if under_way is not None:
-                under_way[1].close()
-        if under_way is not None or self._pending:
+    def _handshake_done(self, client: _Client) -> None:
+        """client's handshake has ended, well or not: its place goes to the next."""
+        if self._handshaking.pop(client, None) is not None or self._pending:
             self._next_handshakes()
 
     def _held(self) -> int:
@@ -733,6 +829,8 @@ class MetricsServer:
     def _forget(self, client: _Client) -> None:
         self._connections.pop(client, None)
         self._waiting.pop(client, None)
+        if client in self._handshaking:
+            self._handshake_done(client)
 
     def _sweep_by(self, deadline: float) -> None:
         """Make sure a sweep comes by deadline (or a moment later: sweeps are spaced)."""
@@ -747,7 +845,7 @@ class MetricsServer:
         self._sweep, self._sweep_at = None, math.inf
         now = self._loop.time()
         soonest = math.inf
-        for client in list(self._connections):
+        for client in [*self._handshaking, *self._connections]:
             if client.deadline <= now:
                 client.expire()
             soonest = min(soonest, client.deadline)  # expire() sets the close's own
@@ -792,14 +890,18 @@ class MetricsServer:
     def _render(self, client: _Client) -> None:
         """Have the app answer client, in the app's threads.
 
-        Clients asking the same (same method, path, query, Accept, Accept-Encoding and body) while
+        With boto-prom's own apps (:func:`make_app`, :func:`make_multiprocess_app`),
+        clients asking the same (same method, path, query, Accept, Accept-Encoding and body) while
         it is being answered wait for the next answer and share it: each gets an answer
         begun after it asked, and a crowd of scrapers costs one collection at a time, so a
         scraper is never queued behind a crowd's.
         """
         environ = self._environ(client)
-        key = (environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["QUERY_STRING"],
-               environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"), client.body)
+        key: Any = client  # an app of someone else's: its answer may depend on anything
+        if self._shared_answers:
+            key = (environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["QUERY_STRING"],
+                   environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"),
+                   client.body)
         batches = self._rendering.get(key)
         if batches is not None:
             batches[1].append(client)  # the next answer
@@ -812,17 +914,19 @@ class MetricsServer:
             lambda rendered: self._on_loop(self._rendered, key, rendered))
 
     def _rendered(self, key: tuple, rendered: "concurrent.futures.Future") -> None:
-        clients, following = self._rendering.pop(key)
+        clients, following = self._rendering.pop(key, ([], []))
+        # The next answer first: a client answered below may ask the same again at once
+        # (pipelined), and must wait for an answer begun after that.
+        following = [client for client in following if client.state == _ANSWER]
+        if following:
+            self._rendering[key] = (following, [])
+            self._start_render(key, self._environ(following[0]))
         try:
             answer = rendered.result()  # _call_app answers an app's errors with a 500
         except BaseException:  # the pool's thread was stopped under it
             answer = _text("500 Internal Server Error", "internal server error\n")
         for client in clients:
             client.respond(answer)
-        following = [client for client in following if client.state == _ANSWER]
-        if following:
-            self._rendering[key] = (following, [])
-            self._start_render(key, self._environ(following[0]))
 
     def _on_loop(self, callback: Callable, *args: Any) -> None:
         """callback(*args) on the loop's thread, from a pool's; nothing once it has stopped."""
@@ -836,9 +940,7 @@ class MetricsServer:
         for sock, _ in self._pending:
             sock.close()
         self._pending.clear()
-        for _, transport in list(self._handshaking.values()):
-            transport.abort()
-        for client in list(self._connections):
+        for client in [*self._handshaking, *self._connections]:
             client.transport.abort()
         # Finish every task, so none is destroyed pending (asyncio would print).
         tasks = asyncio.all_tasks() - {asyncio.current_task()}

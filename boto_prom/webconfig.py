@@ -356,6 +356,8 @@ def _http(value: Any, bad: Callable) -> Tuple[List[Tuple[str, str]], bool]:
                       f"not {header_value!r}")
         if "\r" in header_value or "\n" in header_value:
             raise bad(f"header {name} must be on one line")
+        if not header_value.isascii():  # HTTP/1.1 sends header values as ASCII
+            raise bad(f"header {name} must be ASCII, not {header_value!r}")
         headers.append((name, header_value))
     # HTTP/2 is allowed, not required: this server speaks HTTP/1.1 either way.
     return headers, http2

@@ -478,6 +478,96 @@ def test_pipelined_requests_are_answered_in_order(registry):
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"404", b"200"]
 
 
+def _read_answers(sock, count, limit=5.0):
+    """What sock receives until count answers have come (or limit seconds pass)."""
+    sock.settimeout(limit)
+    answer = b""
+    started = time.monotonic()
+    while answer.count(b"HTTP/1.1 ") < count and time.monotonic() - started < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_a_pipelined_scrape_waits_for_a_collection_begun_after_it(registry):
+    """A client pipelining two scrapes while another client asks the same gets both
+    answers, the second from a collection begun after it asked."""
+    collector = _SlowCountingCollector(0.4)
+    registry.register(collector)
+    server = start(registry, "127.0.0.1", 0)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as first, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as other:
+        first.sendall(request + request)
+        time.sleep(0.2)
+        other.sendall(request)
+        assert re.findall(rb"\nboto_test_collection (\S+)", _read_answers(other, 1)) == [b"2.0"]
+        assert re.findall(rb"\nboto_test_collection (\S+)",
+                          _read_answers(first, 2)) == [b"1.0", b"3.0"]
+
+
+def test_an_app_of_ones_own_is_called_for_every_request(registry):
+    """A WSGI app given to MetricsServer may answer by any header: requests alike are not
+    shared, so each client gets its own answer."""
+    def app(environ, start_response):
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ.get("HTTP_X_WHO", "nobody").encode()]
+
+    server = MetricsServer("127.0.0.1", 0, registry, app=app)
+    answers = {}
+
+    def ask(who):
+        request = urllib.request.Request(server.url, headers={"X-Who": who})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answers[who] = response.read()
+
+    try:
+        threads = [threading.Thread(target=ask, args=(who,)) for who in ("carol", "alice", "bob")]
+        threads[0].start()
+        time.sleep(0.1)  # alice and bob ask while carol is answered
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        server.shutdown()
+    assert answers == {"carol": b"carol", "alice": b"alice", "bob": b"bob"}
+
+
+def test_many_pipelined_requests_answered_at_once_are_all_answered(registry, tmp_path):
+    """A thousand pipelined requests without a password, each refused on the spot with a
+    401, all get their answer (the server neither recurses nor drops one)."""
+    import bcrypt
+
+    from boto_prom.webconfig import load_web_config
+
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  alice: '{hashed}'\n")
+    server = MetricsServer("127.0.0.1", 0, registry,
+                           web_config=load_web_config(str(tmp_path / "web.yml")))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost:x\r\n\r\n" * 1000)  # 300 in a read
+            assert _read_answers(sock, 1000, 10).count(b"HTTP/1.1 401 ") == 1000
+    finally:
+        server.shutdown()
+
+
+def test_a_pipelined_request_begun_is_held_to_the_header_deadline(registry, monkeypatch):
+    """When the start of the next request came with the last one, its headers are due by
+    the header deadline, not the (longer) idle one."""
+    monkeypatch.setattr(MetricsServer, "header_timeout", 1)
+    monkeypatch.setattr(MetricsServer, "idle_timeout", 30)
+    server = start(registry, "127.0.0.1", 0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        assert _read_answers(sock, 1).count(b"HTTP/1.1 200 ") == 1
+        assert 0.5 < _cut_off_after(sock, b"", 0.2) < 3
+
+
 def test_client_that_half_closes_after_its_request_gets_the_answer(registry):
     """A client that shuts its sending side after the request (as some HTTP/1.0 tools do)
     still reads the whole answer."""

@@ -274,10 +274,13 @@ def test_good_files_are_accepted_by_promtool_and_by_us(pki):
 
 
 def test_settings_python_cannot_serve_are_refused_not_ignored(pki):
-    """RequestClientCert and curve_preferences pass promtool but are refused with a reason."""
+    """RequestClientCert, curve_preferences and a header that is not ASCII pass promtool but
+    are refused with a reason (a header h11 cannot send would fail every answer)."""
     base = "tls_server_config:\n  cert_file: server_cert.pem\n  key_file: server_key.pem\n"
     for extra, match in (("  client_auth_type: RequestClientCert\n", "without verifying"),
-                         ("  curve_preferences: [X25519]\n", "curve_preferences cannot")):
+                         ("  curve_preferences: [X25519]\n", "curve_preferences cannot"),
+                         ("http_server_config:\n  headers:\n    Content-Security-Policy: "
+                          "\"default-src 'self' caf\u00e9\"\n", "must be ASCII")):
         with pytest.raises(ConfigurationError, match=match):
             load_web_config(write_config(pki, base + extra, "refused.yml"))
 
