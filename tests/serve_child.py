@@ -2,11 +2,15 @@
 memory: prints the port, then serves until stdin closes.
 
     python tests/serve_child.py boto-prom|prometheus_client [--web-config FILE] [--label-sets N]
+
+prometheus_client's ``start_http_server`` takes the web config's certificate and key only: it
+has no basic auth.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from prometheus_client import CollectorRegistry
@@ -32,9 +36,17 @@ def main() -> None:
         config = load_web_config(args.web_config) if args.web_config else None
         port = MetricsServer("127.0.0.1", 0, registry, web_config=config).port
     else:
+        import yaml
         from prometheus_client import start_http_server
 
-        server, _ = start_http_server(0, "127.0.0.1", registry)
+        tls = {}
+        if args.web_config:
+            with open(args.web_config) as f:
+                files = yaml.safe_load(f)["tls_server_config"]
+            here = os.path.dirname(os.path.abspath(args.web_config))  # as the config's paths
+            tls = {"certfile": os.path.join(here, files["cert_file"]),
+                   "keyfile": os.path.join(here, files["key_file"])}
+        server, _ = start_http_server(0, "127.0.0.1", registry, **tls)
         port = server.server_port
     print(port, flush=True)
     sys.stdin.read()
