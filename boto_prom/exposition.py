@@ -280,8 +280,8 @@ class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """asyncio's loop, handing accepted sockets straight to a protocol.
 
     ``connect_accepted_socket`` runs a task per connection until it is open, and over TLS
-    wraps it in asyncio's TLS protocol: a task, a coroutine, a 4 to 256 KiB read buffer,
-    timers for the handshake and the shutdown, for every client of a flood. Here the
+    wraps it in asyncio's TLS protocol, with a read buffer of its own and timers for the
+    handshake and the shutdown: all of it for every client of a flood. Here the
     transport is made as that method makes it (its private ``_make_socket_transport``, the
     same since 3.8), with no task, and TLS is :class:`_Client`'s own, through ssl's memory
     BIOs.
