@@ -377,8 +377,9 @@ class _Client(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._ended()
-        # Plain TCP stays open to answer a request already read (a half-closed client);
-        # over TLS the client is gone.
+        # Plain TCP stays open to answer a request already read (a half-closed client). Over
+        # TLS, asyncio's transport closes: a request read in full is still answered, as
+        # reading is paused until then, and anything else has ended with the client.
         return self.tls is None
 
     def _ended(self) -> None:
@@ -425,10 +426,12 @@ class _Client(asyncio.Protocol):
                 # certificate) is routine: never a traceback on stderr.
                 _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
                 self.server._handshake_done(self)
-                self.state = _CLOSING
-                self._set_deadline(self.server.write_timeout)
-                self._flush()  # the alert says why
-                self.transport.close()
+                self.state = _CLOSING  # no longer counted anywhere: it must go now
+                self._flush()  # the alert says why, if the client takes it at once
+                if self.transport.get_write_buffer_size():
+                    self.transport.abort()
+                else:
+                    self.transport.close()
                 return b"", False
             self._flush()  # the handshake's last flight (and TLS 1.3's session tickets)
             self.server._handshake_done(self)
@@ -633,7 +636,8 @@ class MetricsServer:
         body_timeout: seconds for a request body, after its headers (scrapes send none).
         idle_timeout: seconds a kept-alive connection may wait for its next request; longer
             than a one-minute scrape interval, so Prometheus keeps its connection.
-        write_timeout: seconds for the client to take an answer.
+        write_timeout: seconds for the client to take the part of an answer the system's
+            socket buffers do not take at once.
         max_request_bytes: bytes of headers, and bytes of body, a request may send.
         max_connections: connections held at once; past it, the one that has waited longest
             for its request is closed to make room (never one being answered).
@@ -949,8 +953,8 @@ class MetricsServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        # asyncio reports what it cannot hand to anyone (an SSL error on a closing
-        # connection): routine for a server on the network, so never a traceback on stderr.
+        # asyncio reports what it cannot hand to anyone (a send failing on a connection the
+        # client reset): routine for a server on the network, so never a traceback on stderr.
         _log.debug("boto-prom: metrics server: %s", context.get("message"),
                    exc_info=context.get("exception"))
 

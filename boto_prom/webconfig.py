@@ -415,6 +415,9 @@ def _tls(value: Any, base: str, bad: Callable) -> Optional[ssl.SSLContext]:
         raise bad("min_version is newer than max_version")
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # A client asking to renegotiate (TLS 1.2) is refused, as OpenSSL 3 does by default and
+    # 1.1.1 does not: the server answers on the connection as it was set up.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     try:
         context.minimum_version, context.maximum_version = versions
     except (ValueError, ssl.SSLError) as exc:
