@@ -294,6 +294,9 @@ class _Loop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
 _SWEEP_SPACING = 0.1  # seconds between deadline sweeps, at least
 _SLICE = 8192  # bytes h11 is given at a time
 _NO_HEADERS: Dict[str, str] = {}  # never written to
+_PLAIN_TO_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 b"Connection: close\r\nContent-Length: 48\r\n\r\n"
+                 b"Client sent an HTTP request to an HTTPS server.\n")
 
 # What a connection is doing, and so which deadline it must meet (see _Client).
 _HANDSHAKE, _HEAD, _BODY, _ANSWER, _WRITE, _CLOSING, _CLOSED = range(7)
@@ -427,6 +430,10 @@ class _Client(asyncio.Protocol):
                 _log.debug("boto-prom: metrics server: handshake failed: %r", exc)
                 self.server._handshake_done(self)
                 self.state = _CLOSING  # no longer counted anywhere: it must go now
+                if getattr(exc, "reason", None) == "HTTP_REQUEST":
+                    # Plain HTTP to the TLS port (a scrape config without scheme: https):
+                    # say so in HTTP, as Go's exporters do, rather than close in silence.
+                    self.transport.write(_PLAIN_TO_TLS)
                 self._flush()  # the alert says why, if the client takes it at once
                 if self.transport.get_write_buffer_size():
                     self.transport.abort()

@@ -115,11 +115,14 @@ def test_basic_auth_over_https(secured, pki):
 
 @needs_boto2
 def test_plain_http_to_the_tls_port_fails(secured):
-    """A plain-HTTP request to the TLS port gets no HTTP answer at all."""
+    """A plain-HTTP request to the TLS port fails with a 400 that says to use HTTPS (as Go's
+    exporters answer), and is never served."""
     connection = http.client.HTTPConnection("127.0.0.1", secured.server.port, timeout=10)
-    with pytest.raises((http.client.HTTPException, OSError)):
-        connection.request("GET", "/metrics")
-        connection.getresponse()
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    assert response.status == 400
+    assert response.read() == b"Client sent an HTTP request to an HTTPS server.\n"
+    assert response.getheader("Connection") == "close"
     connection.close()
 
 
