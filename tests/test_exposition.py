@@ -159,6 +159,26 @@ def test_explicit_other_addr_is_a_configuration_error(registry):
     assert "\n" not in str(raised.value)
 
 
+def _read_to_close(sock):
+    """All sock receives until the server closes it."""
+    answer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+
+
+def _hold_connections(server, count):
+    """count silent connections to server, once the server holds them all."""
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(count)]
+    deadline = time.monotonic() + 10
+    while len(server._connections) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return held
+
+
 def _closed_by_server(sock):
     """True when the server has closed (or reset) the connection, False on a read timeout."""
     try:
@@ -265,12 +285,8 @@ def test_memory_is_given_back_once_a_crowd_has_gone(registry, monkeypatch):
     calls = []
     monkeypatch.setattr(exposition, "_give_back_memory", lambda: calls.append(1))
     server = MetricsServer("127.0.0.1", 0, registry)
-    crowd = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
-             for _ in range(300)]
+    crowd = _hold_connections(server, 300)
     try:
-        deadline = time.monotonic() + 10
-        while len(server._connections) < 300 and time.monotonic() < deadline:
-            time.sleep(0.05)
         time.sleep(5.5)  # a tidy-up has passed
         assert calls == []
         for sock in crowd:
@@ -469,12 +485,7 @@ def test_pipelined_requests_are_answered_in_order(registry):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                      b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
                      b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_to_close(sock)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"404", b"200"]
 
 
@@ -575,12 +586,7 @@ def test_client_that_half_closes_after_its_request_gets_the_answer(registry):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_to_close(sock)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok\n")
 
 
@@ -590,12 +596,8 @@ def test_idle_connections_hold_no_task_and_no_timer(registry):
     import asyncio
 
     server = MetricsServer("127.0.0.1", 0, registry)
-    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            for _ in range(100)]
+    held = _hold_connections(server, 100)
     try:
-        deadline = time.monotonic() + 10
-        while len(server._connections) < 100 and time.monotonic() < deadline:
-            time.sleep(0.05)
         tasks = asyncio.run_coroutine_threadsafe(_count_tasks(), server._loop).result(5)
         assert len(server._connections) == 100
         assert tasks == 1, "only the accept loop"
@@ -624,12 +626,7 @@ def test_http_1_0_client_gets_the_whole_scrape_before_the_close(registry):
         sock.connect(("127.0.0.1", server.port))
         sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         time.sleep(0.5)
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_to_close(sock)
     head, _, body = answer.partition(b"\r\n\r\n")
     length = int([line.split(b":")[1] for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length:")][0])
